@@ -1,0 +1,22 @@
+# keel_native: the N-API addon behind src/native/index.ts (original destination of a redirected
+# connection, IP_TRANSPARENT, getsockname). Built by scripts/build-native.js with node-gyp.
+# Must not: link any library beyond libc, need a network fetch to build (headers come from nodedir),
+# or enable C++ exceptions (node-addon-api runs with NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS here).
+{
+  "targets": [
+    {
+      "target_name": "keel_native",
+      "sources": ["src/addon.cc", "src/errno_names.cc", "src/sockopts.cc"],
+      "dependencies": [
+        "<!(node -p \"require('node-addon-api').targets\"):node_addon_api"
+      ],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"],
+      "conditions": [
+        ["OS!='linux'", {
+          "defines": ["KEEL_NATIVE_UNSUPPORTED_OS=1"]
+        }]
+      ]
+    }
+  ]
+}

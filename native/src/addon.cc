@@ -1,0 +1,124 @@
+// keel_native N-API glue: validates arguments, calls the sockopts.h helpers, and turns their errno
+// results into thrown JS errors shaped like Node's system errors ({ code: 'ENOENT', errno: -2,
+// syscall }). Everything is synchronous and cheap (one or two syscalls on an existing fd).
+// Must not: own, close or dup an fd (Node's handle owns it), block, keep state between calls,
+// or use C++ exceptions (built with NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS).
+#include <napi.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "errno_names.h"
+#include "sockopts.h"
+
+namespace {
+
+// Bumped whenever the JS-visible contract changes, so a stale build is not used by newer JS.
+constexpr int kAbiVersion = 1;
+
+std::string Hint(int err, const char* syscall) {
+  const std::string call(syscall);
+  if (call.find("ORIGINAL_DST") != std::string::npos) {
+    if (err == ENOENT) {
+      return " (no NAT entry: the connection was not redirected by iptables REDIRECT/DNAT)";
+    }
+    if (err == ENOPROTOOPT) {
+      return " (the kernel answered no conntrack for this family: is nf_conntrack loaded?)";
+    }
+  }
+  if (call.find("TRANSPARENT") != std::string::npos && (err == EPERM || err == EACCES)) {
+    return " (transparent sockets need CAP_NET_ADMIN)";
+  }
+  return "";
+}
+
+Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall) {
+  const char* name = keel::ErrnoName(err);
+  const std::string code = name != nullptr ? name : "E" + std::to_string(err);
+  const std::string message =
+      std::string(syscall) + " " + code + ": " + std::strerror(err) + Hint(err, syscall);
+  Napi::Error error = Napi::Error::New(env, message);
+  Napi::Object obj = error.Value();
+  obj.Set("code", Napi::String::New(env, code));
+  obj.Set("errno", Napi::Number::New(env, -err));
+  obj.Set("syscall", Napi::String::New(env, syscall));
+  error.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+// Reads a non-negative integer argument; throws a TypeError (and returns false) otherwise.
+bool IntArg(const Napi::CallbackInfo& info, size_t index, const char* what, int* out) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= index || !info[index].IsNumber()) {
+    Napi::TypeError::New(env, std::string(what) + " must be a number").ThrowAsJavaScriptException();
+    return false;
+  }
+  const double v = info[index].As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(v) || v < 0 || v > 2147483647.0 || std::floor(v) != v) {
+    Napi::TypeError::New(env, std::string(what) + " must be a non-negative integer")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = static_cast<int>(v);
+  return true;
+}
+
+Napi::Object ToObject(Napi::Env env, const keel::SockAddr& addr) {
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("address", Napi::String::New(env, addr.address));
+  result.Set("port", Napi::Number::New(env, addr.port));
+  result.Set("family", Napi::Number::New(env, addr.family));
+  return result;
+}
+
+Napi::Value OriginalDst(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = -1;
+  if (!IntArg(info, 0, "fd", &fd)) return env.Undefined();
+  keel::SockAddr addr;
+  const char* syscall = "";
+  const int err = keel::OriginalDst(fd, &addr, &syscall);
+  if (err != 0) return ThrowErrno(env, err, syscall);
+  return ToObject(env, addr);
+}
+
+Napi::Value LocalAddress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = -1;
+  if (!IntArg(info, 0, "fd", &fd)) return env.Undefined();
+  keel::SockAddr addr;
+  const char* syscall = "";
+  const int err = keel::LocalAddress(fd, &addr, &syscall);
+  if (err != 0) return ThrowErrno(env, err, syscall);
+  return ToObject(env, addr);
+}
+
+Napi::Value SetTransparent(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = -1;
+  int family = 0;
+  if (!IntArg(info, 0, "fd", &fd)) return env.Undefined();
+  if (!IntArg(info, 1, "family", &family)) return env.Undefined();
+  if (family != 4 && family != 6) {
+    Napi::TypeError::New(env, "family must be 4 or 6").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const char* syscall = "";
+  const int err = keel::SetTransparent(fd, family, &syscall);
+  if (err != 0) return ThrowErrno(env, err, syscall);
+  return env.Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("abiVersion", Napi::Number::New(env, kAbiVersion));
+  exports.Set("originalDst", Napi::Function::New(env, OriginalDst, "originalDst"));
+  exports.Set("setTransparent", Napi::Function::New(env, SetTransparent, "setTransparent"));
+  exports.Set("localAddress", Napi::Function::New(env, LocalAddress, "localAddress"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(keel_native, Init)

@@ -1,0 +1,265 @@
+// keel's bridge to the optional N-API addon (native/, built by scripts/build-native.js) for the
+// socket calls Node has no API for: the original destination of an iptables-redirected connection
+// (SO_ORIGINAL_DST), IP_TRANSPARENT for TPROXY, and getsockname as TPROXY's original destination.
+// The addon is loaded lazily, on first use, from <package root>/native/build/Release/, where the
+// package root is the nearest directory above this file whose package.json is named "keel" (so the
+// same code works from dist/src/native/ and from src/native/ under tap's TypeScript loader).
+// KEEL_NATIVE=0 forces the pure-TypeScript twins. Every function has a twin: localAddress's twin is
+// exact (net.Socket#address()); originalDst's and setTransparent's cannot make the syscall and
+// throw KeelError KEEL_NATIVE_UNAVAILABLE.
+//
+// Sockets are passed as net.Socket / net.Server; the fd is read from the libuv handle
+// (`socket._handle.fd`, Unix only). A raw fd number is also accepted where only the addon can act.
+//
+// Errors: a failed syscall is THROWN as an Error shaped like Node's system errors:
+// `{ code: 'ENOENT', errno: -2, syscall: 'getsockopt(SO_ORIGINAL_DST)' }` (errno negative, as Node
+// does). ENOENT from originalDst means the connection has no NAT entry (it was not redirected);
+// EPERM from setTransparent means the process lacks CAP_NET_ADMIN. A socket without an fd (not
+// connected yet, or closed) throws code EBADF before any syscall.
+//
+// Must not: load the addon at import time, close/dup/own any fd, make a syscall in a twin, or
+// retry/swallow syscall errors (callers decide what a missing NAT entry means).
+
+import * as fs from 'node:fs';
+import type * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { KeelError } from '../common/errors';
+
+/** An IP endpoint. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are reported as IPv4, family 4. */
+export interface SockAddr {
+  readonly address: string;
+  readonly port: number;
+  readonly family: 4 | 6;
+}
+
+export type IpFamily = 4 | 6;
+
+/** Something that owns a socket fd: a connection, a listening server, or a raw fd number. */
+export type FdSource = net.Socket | net.Server | number;
+
+/** One implementation of the capture syscalls: the addon, or the pure-TypeScript twin. */
+export interface CaptureImpl {
+  readonly kind: 'native' | 'twin';
+  /** Original destination of a REDIRECT/DNAT-ed connection (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST). */
+  originalDst(socket: net.Socket | number): SockAddr;
+  /** IP_TRANSPARENT (4) / IPV6_TRANSPARENT (6) on a socket or listener; needs CAP_NET_ADMIN. */
+  setTransparent(target: FdSource, family: IpFamily): void;
+  /** The socket's local address (getsockname): the original destination in TPROXY mode. */
+  localAddress(socket: net.Socket): SockAddr;
+}
+
+/** What loading the addon gave: an implementation, or why there is none. */
+export type NativeLoad =
+  | { readonly available: true; readonly impl: CaptureImpl; readonly path: string }
+  | { readonly available: false; readonly reason: string };
+
+/** Bump together with kAbiVersion in native/src/addon.cc and EXPECTED_ABI in scripts/build-native.js. */
+const ABI_VERSION = 1;
+const ADDON_RELATIVE = path.join('native', 'build', 'Release', 'keel_native.node');
+
+interface AddonExports {
+  readonly abiVersion: unknown;
+  originalDst(fd: number): SockAddr;
+  setTransparent(fd: number, family: number): void;
+  localAddress(fd: number): SockAddr;
+}
+
+function errnoError(code: string, syscall: string, message: string): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(message);
+  err.code = code;
+  const n = (os.constants.errno as Record<string, number | undefined>)[code];
+  if (n !== undefined) err.errno = -n;
+  err.syscall = syscall;
+  return err;
+}
+
+/**
+ * The fd behind a net.Socket or net.Server (its libuv handle's `fd`), or the number itself.
+ * Throws code EBADF when there is none: not connected/listening yet, already closed, or Windows.
+ */
+export function socketFd(source: FdSource): number {
+  if (typeof source === 'number') return source;
+  const handle = (source as unknown as { _handle?: { fd?: unknown } | null })._handle;
+  const fd = handle?.fd;
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
+    throw errnoError('EBADF', 'socketFd', 'socketFd EBADF: socket has no file descriptor (not connected or listening yet, or already closed)');
+  }
+  return fd;
+}
+
+function checkFamily(family: unknown): asserts family is IpFamily {
+  if (family !== 4 && family !== 6) throw new TypeError(`family must be 4 or 6, got ${String(family)}`);
+}
+
+/** Gives an addon error whose errno had no name in the addon's table ("E97") its proper code. */
+function normalizeError(err: unknown): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (e instanceof Error && typeof e.code === 'string' && /^E\d+$/.test(e.code)) {
+    const n = Number(e.code.slice(1));
+    const name = Object.entries(os.constants.errno).find(([, v]) => v === n)?.[0];
+    if (name !== undefined) {
+      e.message = e.message.replace(e.code, name);
+      e.code = name;
+    }
+  }
+  return err;
+}
+
+function unmapped(address: string, family: 4 | 6): { address: string; family: 4 | 6 } {
+  const m = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
+  return m ? { address: m[1]!, family: 4 } : { address, family };
+}
+
+function nativeImpl(addon: AddonExports): CaptureImpl {
+  const call = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      throw normalizeError(err);
+    }
+  };
+  return {
+    kind: 'native',
+    originalDst: (socket) => {
+      const fd = socketFd(socket);
+      return call(() => addon.originalDst(fd));
+    },
+    setTransparent: (target, family) => {
+      checkFamily(family);
+      const fd = socketFd(target);
+      call(() => addon.setTransparent(fd, family));
+    },
+    localAddress: (socket) => {
+      const fd = socketFd(socket);
+      return call(() => addon.localAddress(fd));
+    },
+  };
+}
+
+function unavailable(fn: string, what: string): KeelError {
+  const s = state();
+  const why = s.available ? 'the TypeScript twin was called directly' : s.reason;
+  return new KeelError(
+    'KEEL_NATIVE_UNAVAILABLE',
+    `${fn} needs the keel native addon (${what}); capture mode (iptables REDIRECT / TPROXY) cannot run on the TypeScript twin: ${why}`,
+  );
+}
+
+/** The pure-TypeScript implementation: exact for localAddress, KEEL_NATIVE_UNAVAILABLE otherwise. */
+export const twin: CaptureImpl = {
+  kind: 'twin',
+  originalDst: () => {
+    throw unavailable('originalDst', 'getsockopt SO_ORIGINAL_DST');
+  },
+  setTransparent: (_target, family) => {
+    checkFamily(family);
+    throw unavailable('setTransparent', family === 4 ? 'setsockopt IP_TRANSPARENT' : 'setsockopt IPV6_TRANSPARENT');
+  },
+  localAddress: (socket) => {
+    // Node 18.0-18.3 reported family as a number; 20 reports 'IPv4' / 'IPv6'.
+    const info = socket.address() as { address?: unknown; port?: unknown; family?: unknown };
+    if (typeof info.address !== 'string' || typeof info.port !== 'number') {
+      throw errnoError('EBADF', 'getsockname', 'getsockname EBADF: socket has no local address (not connected yet, or already closed)');
+    }
+    const family: 4 | 6 = info.family === 'IPv6' || info.family === 6 ? 6 : 4;
+    return { ...unmapped(info.address, family), port: info.port };
+  },
+};
+
+/** The nearest directory at or above `start` whose package.json is keel's, or null. */
+export function findPackageRoot(start: string = __dirname): string | null {
+  let dir = path.resolve(start);
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    try {
+      if ((JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'keel') return dir;
+    } catch {
+      // no package.json here, or not JSON: keep walking up
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) return null;
+    dir = parent;
+  }
+}
+
+/**
+ * Tries to load the addon, without caching (the module-level functions cache the first result).
+ * `env` is consulted for KEEL_NATIVE=0; `start` is where the package-root search begins.
+ */
+export function loadNative(env: NodeJS.ProcessEnv = process.env, start: string = __dirname): NativeLoad {
+  if (env['KEEL_NATIVE'] === '0') return { available: false, reason: 'disabled by KEEL_NATIVE=0' };
+  if (process.platform !== 'linux') {
+    return { available: false, reason: `platform ${process.platform}: transparent capture is Linux-only` };
+  }
+  const root = findPackageRoot(start);
+  if (root === null) return { available: false, reason: `no keel package.json found above ${start}` };
+  const file = path.join(root, ADDON_RELATIVE);
+  if (!fs.existsSync(file)) {
+    return { available: false, reason: `not built: ${ADDON_RELATIVE} is missing, npm run build makes it` };
+  }
+  let addon: AddonExports;
+  try {
+    addon = require(file) as AddonExports;
+  } catch (err) {
+    const msg = String(err instanceof Error ? err.message : err).split('\n')[0];
+    return { available: false, reason: `${ADDON_RELATIVE} failed to load: ${msg}` };
+  }
+  if (addon.abiVersion !== ABI_VERSION) {
+    return {
+      available: false,
+      reason: `${ADDON_RELATIVE} is stale (ABI ${String(addon.abiVersion)}, expected ${ABI_VERSION}; rebuild with npm run build)`,
+    };
+  }
+  return { available: true, impl: nativeImpl(addon), path: file };
+}
+
+let loaded: NativeLoad | undefined;
+
+function state(): NativeLoad {
+  loaded ??= loadNative();
+  return loaded;
+}
+
+function impl(): CaptureImpl {
+  const s = state();
+  return s.available ? s.impl : twin;
+}
+
+/** Whether the addon is in use (loaded on first read) and, when it is not, why. */
+export const native: { readonly available: boolean; readonly reason?: string } = {
+  get available(): boolean {
+    return state().available;
+  },
+  get reason(): string | undefined {
+    const s = state();
+    return s.available ? undefined : s.reason;
+  },
+};
+
+/** The implementation the functions below dispatch to: the addon when available, else the twin. */
+export function activeImpl(): CaptureImpl {
+  return impl();
+}
+
+/** See CaptureImpl.originalDst. Throws ENOENT (no NAT entry) etc., or KEEL_NATIVE_UNAVAILABLE. */
+export function originalDst(socket: net.Socket | number): SockAddr {
+  return impl().originalDst(socket);
+}
+
+/** See CaptureImpl.setTransparent. Throws EPERM without CAP_NET_ADMIN, or KEEL_NATIVE_UNAVAILABLE. */
+export function setTransparent(target: FdSource, family: IpFamily): void {
+  impl().setTransparent(target, family);
+}
+
+/** See CaptureImpl.localAddress. Works on both implementations. */
+export function localAddress(socket: net.Socket): SockAddr {
+  return impl().localAddress(socket);
+}
+
+/** One line for logs and `keel --version`-style output: is the addon in use, and if not, why. */
+export function nativeStatusLine(): string {
+  const s = state();
+  if (s.available) return `keel: native addon in use (${s.path})`;
+  return `keel: native addon not in use (${s.reason}); running on the TypeScript twins, capture modes unavailable`;
+}
