@@ -1,0 +1,496 @@
+// Plain, readonly domain types for keel's configuration: what an Envoy v3 bootstrap (or, later, xDS)
+// means once decoded and validated. Nothing here knows about YAML, JSON field spellings or protobuf;
+// nothing here does work at request time. Durations are milliseconds (0 = disabled unless noted).
+
+export interface SocketAddress {
+  readonly address: string;
+  readonly port: number;
+  /** Unix domain socket path (Envoy `pipe.path`), when the address is a pipe. */
+  readonly pipe?: string;
+}
+
+export interface NodeInfo {
+  readonly id: string;
+  readonly cluster: string;
+  readonly metadata: Readonly<Record<string, unknown>>;
+}
+
+export interface AdminConfig {
+  readonly address: SocketAddress;
+}
+
+/** Static runtime layer, flattened: `a.b.c` -> value (Envoy's layered_runtime static_layer). */
+export type RuntimeValues = Readonly<Record<string, string | number | boolean>>;
+
+export interface Bootstrap {
+  readonly node: NodeInfo;
+  readonly admin?: AdminConfig;
+  readonly listeners: readonly ListenerConfig[];
+  readonly clusters: readonly ClusterConfig[];
+  readonly runtime: RuntimeValues;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matchers shared by routes and filters
+
+export type StringMatcherConfig =
+  | { readonly kind: 'exact' | 'prefix' | 'suffix' | 'contains'; readonly value: string; readonly ignoreCase: boolean }
+  | { readonly kind: 'regex'; readonly regex: string; readonly ignoreCase: boolean };
+
+export interface Int64Range {
+  /** inclusive */
+  readonly start: number;
+  /** exclusive */
+  readonly end: number;
+}
+
+export type HeaderMatcherConfig = {
+  readonly name: string;
+  readonly invert: boolean;
+  readonly treatMissingAsEmpty: boolean;
+} & (
+  | { readonly kind: 'string'; readonly match: StringMatcherConfig }
+  | { readonly kind: 'present'; readonly present: boolean }
+  | { readonly kind: 'range'; readonly range: Int64Range }
+);
+
+export interface QueryParameterMatcherConfig {
+  readonly name: string;
+  /** absent string match and absent present => present match true */
+  readonly match?: StringMatcherConfig;
+  readonly present?: boolean;
+}
+
+export type ValueMatcherConfig =
+  | { readonly kind: 'null' }
+  | { readonly kind: 'double_exact'; readonly value: number }
+  | { readonly kind: 'double_range'; readonly range: { readonly start: number; readonly end: number } }
+  | { readonly kind: 'string'; readonly match: StringMatcherConfig }
+  | { readonly kind: 'bool'; readonly value: boolean }
+  | { readonly kind: 'present'; readonly present: boolean }
+  | { readonly kind: 'list'; readonly oneOf: ValueMatcherConfig };
+
+export interface MetadataMatcherConfig {
+  readonly filter: string;
+  readonly path: readonly string[];
+  readonly value: ValueMatcherConfig;
+  readonly invert: boolean;
+}
+
+export interface FractionalPercent {
+  readonly numerator: number;
+  /** 100, 10_000 or 1_000_000 */
+  readonly denominator: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header mutation
+
+export type AppendAction =
+  | 'APPEND_IF_EXISTS_OR_ADD'
+  | 'ADD_IF_ABSENT'
+  | 'OVERWRITE_IF_EXISTS_OR_ADD'
+  | 'OVERWRITE_IF_EXISTS';
+
+export interface HeaderValueOption {
+  readonly key: string; // lower-cased
+  /** Raw value, may contain %COMMAND% substitutions (compiled by the router). */
+  readonly value: string;
+  readonly appendAction: AppendAction;
+  readonly keepEmptyValue: boolean;
+}
+
+export interface HeaderMutations {
+  readonly requestHeadersToAdd: readonly HeaderValueOption[];
+  readonly requestHeadersToRemove: readonly string[]; // lower-cased
+  readonly responseHeadersToAdd: readonly HeaderValueOption[];
+  readonly responseHeadersToRemove: readonly string[]; // lower-cased
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes
+
+export type PathSpec =
+  | { readonly kind: 'prefix'; readonly value: string }
+  | { readonly kind: 'path'; readonly value: string }
+  | { readonly kind: 'regex'; readonly regex: string }
+  | { readonly kind: 'path_separated_prefix'; readonly value: string }
+  | { readonly kind: 'connect' };
+
+export interface RouteMatchConfig {
+  readonly path: PathSpec;
+  readonly caseSensitive: boolean;
+  readonly headers: readonly HeaderMatcherConfig[];
+  readonly queryParameters: readonly QueryParameterMatcherConfig[];
+  readonly grpc: boolean;
+  readonly runtimeFraction?: { readonly defaultValue: FractionalPercent; readonly runtimeKey: string };
+  readonly dynamicMetadata: readonly MetadataMatcherConfig[];
+  readonly tlsContext?: { readonly presented?: boolean; readonly validated?: boolean };
+}
+
+export interface WeightedClusterEntry extends HeaderMutations {
+  readonly name: string; // may be '' when clusterHeader is used
+  readonly clusterHeader?: string;
+  readonly weight: number;
+  readonly hostRewriteLiteral?: string;
+}
+
+export interface WeightedClustersConfig {
+  readonly clusters: readonly WeightedClusterEntry[];
+  /** Sum of weights unless the legacy total_weight was given. */
+  readonly totalWeight: number;
+  readonly runtimeKeyPrefix?: string;
+  readonly headerName?: string; // random value taken from this header when present
+}
+
+export interface RegexRewriteConfig {
+  readonly regex: string;
+  readonly substitution: string;
+}
+
+/** Retry policy as Envoy models it; enforced by the router (issue: resilience). */
+export interface RetryPolicyConfig {
+  readonly retryOn: readonly string[];
+  readonly numRetries: number;
+  readonly perTryTimeoutMs: number;
+  readonly perTryIdleTimeoutMs: number;
+  readonly retriableStatusCodes: readonly number[];
+  readonly retryBackOff?: { readonly baseIntervalMs: number; readonly maxIntervalMs: number };
+  readonly hostSelectionRetryMaxAttempts: number;
+  readonly retryHostPredicates: readonly string[];
+  readonly retriableHeaders: readonly HeaderMatcherConfig[];
+  readonly retriableRequestHeaders: readonly HeaderMatcherConfig[];
+}
+
+export interface HashPolicyConfig {
+  readonly kind: 'header' | 'cookie' | 'source_ip' | 'query_parameter';
+  readonly name: string;
+  readonly terminal: boolean;
+}
+
+export interface ForwardAction {
+  readonly kind: 'route';
+  readonly cluster?: string;
+  readonly clusterHeader?: string;
+  readonly weightedClusters?: WeightedClustersConfig;
+  /** 503 (Envoy default), 404 or 500 when the chosen cluster does not exist. */
+  readonly clusterNotFoundResponseCode: number;
+  readonly prefixRewrite?: string;
+  readonly regexRewrite?: RegexRewriteConfig;
+  readonly hostRewriteLiteral?: string;
+  readonly autoHostRewrite: boolean;
+  readonly hostRewriteHeader?: string;
+  readonly hostRewritePathRegex?: RegexRewriteConfig;
+  /** Route timeout; Envoy's default is 15 s; 0 disables. */
+  readonly timeoutMs: number;
+  readonly idleTimeoutMs?: number;
+  readonly maxStreamDurationMs?: number;
+  readonly retryPolicy?: RetryPolicyConfig;
+  readonly hashPolicy: readonly HashPolicyConfig[];
+  readonly includeVhRateLimits: boolean;
+  readonly upgradeConfigs: readonly { readonly upgradeType: string; readonly enabled: boolean }[];
+}
+
+export interface RedirectAction {
+  readonly kind: 'redirect';
+  readonly schemeRedirect?: string; // https_redirect => 'https'
+  readonly hostRedirect?: string;
+  readonly portRedirect?: number;
+  readonly pathRedirect?: string;
+  readonly prefixRewrite?: string;
+  readonly regexRewrite?: RegexRewriteConfig;
+  readonly responseCode: number; // 301 default
+  readonly stripQuery: boolean;
+}
+
+export interface DirectResponseAction {
+  readonly kind: 'direct_response';
+  readonly status: number;
+  readonly body?: string;
+}
+
+export interface NonForwardingAction {
+  readonly kind: 'non_forwarding';
+}
+
+export type RouteActionConfig = ForwardAction | RedirectAction | DirectResponseAction | NonForwardingAction;
+
+export interface RouteConfigEntry extends HeaderMutations {
+  readonly name: string;
+  readonly match: RouteMatchConfig;
+  readonly action: RouteActionConfig;
+  readonly metadata: Readonly<Record<string, unknown>>;
+  /** Per-filter config keyed by filter name, still in its decoded-JSON form for the owning filter. */
+  readonly typedPerFilterConfig: Readonly<Record<string, unknown>>;
+}
+
+export interface VirtualClusterConfig {
+  readonly name: string;
+  readonly headers: readonly HeaderMatcherConfig[];
+}
+
+export interface VirtualHostConfig extends HeaderMutations {
+  readonly name: string;
+  readonly domains: readonly string[];
+  readonly routes: readonly RouteConfigEntry[];
+  readonly requireTls: 'NONE' | 'EXTERNAL_ONLY' | 'ALL';
+  readonly virtualClusters: readonly VirtualClusterConfig[];
+  readonly retryPolicy?: RetryPolicyConfig;
+  readonly includeRequestAttemptCount: boolean;
+  readonly includeAttemptCountInResponse: boolean;
+  readonly typedPerFilterConfig: Readonly<Record<string, unknown>>;
+}
+
+export interface RouteTableConfig extends HeaderMutations {
+  readonly name: string;
+  readonly virtualHosts: readonly VirtualHostConfig[];
+  readonly internalOnlyHeaders: readonly string[]; // lower-cased
+  readonly mostSpecificHeaderMutationsWins: boolean;
+  readonly ignorePortInHostMatching: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP connection manager
+
+export interface HttpFilterConfig {
+  readonly name: string;
+  /** Fully qualified proto type, from typed_config's @type (without the type.googleapis.com/ prefix). */
+  readonly typeName: string;
+  readonly config: Readonly<Record<string, unknown>>;
+  readonly isOptional: boolean;
+  readonly disabled: boolean;
+}
+
+export type ServerHeaderTransformation = 'OVERWRITE' | 'APPEND_IF_ABSENT' | 'PASS_THROUGH';
+export type HeadersWithUnderscoresAction = 'ALLOW' | 'REJECT_REQUEST' | 'DROP_HEADER';
+
+export interface HttpConnectionManagerConfig {
+  readonly kind: 'http_connection_manager';
+  readonly statPrefix: string;
+  readonly codecType: 'AUTO' | 'HTTP1' | 'HTTP2';
+  /** Inline route table; `rdsName` is set instead when routes come from RDS (xDS). */
+  readonly routeConfig?: RouteTableConfig;
+  readonly rdsName?: string;
+  readonly httpFilters: readonly HttpFilterConfig[];
+  readonly useRemoteAddress: boolean;
+  readonly xffNumTrustedHops: number;
+  readonly skipXffAppend: boolean;
+  readonly via?: string;
+  readonly generateRequestId: boolean;
+  readonly preserveExternalRequestId: boolean;
+  readonly alwaysSetRequestIdInResponse: boolean;
+  readonly serverName: string;
+  readonly serverHeaderTransformation: ServerHeaderTransformation;
+  /** Envoy default 60 KiB, max 8192 KiB */
+  readonly maxRequestHeadersKb: number;
+  /** Envoy default 100 */
+  readonly maxHeadersCount: number;
+  readonly headersWithUnderscoresAction: HeadersWithUnderscoresAction;
+  /** Envoy default 5 min */
+  readonly streamIdleTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  /** 0 = disabled, which is Envoy's default */
+  readonly requestHeadersTimeoutMs: number;
+  /** HCM common_http_protocol_options.idle_timeout, Envoy default 1 h */
+  readonly idleTimeoutMs: number;
+  readonly maxConnectionDurationMs: number;
+  readonly maxStreamDurationMs: number;
+  /** Envoy default 5 s */
+  readonly drainTimeoutMs: number;
+  readonly delayedCloseTimeoutMs: number;
+  readonly upgradeConfigs: readonly { readonly upgradeType: string; readonly enabled: boolean }[];
+  readonly normalizePath: boolean;
+  readonly mergeSlashes: boolean;
+  readonly stripMatchingHostPort: boolean;
+  readonly stripAnyHostPort: boolean;
+  readonly suppressEnvoyHeaders: boolean;
+  readonly http1: { readonly acceptHttp10: boolean; readonly defaultHostForHttp10?: string };
+  readonly http2: Http2Options;
+  /** CIDRs counted as internal; empty = RFC 1918 + loopback (Envoy's default behaviour). */
+  readonly internalAddressCidrs: readonly string[];
+}
+
+export interface Http2Options {
+  /** Envoy default 2147483647; node's default is used when unset */
+  readonly maxConcurrentStreams: number;
+  readonly initialStreamWindowSize: number;
+  readonly initialConnectionWindowSize: number;
+  readonly allowConnect: boolean;
+}
+
+export interface TcpProxyConfig {
+  readonly kind: 'tcp_proxy';
+  readonly statPrefix: string;
+  readonly cluster?: string;
+  readonly weightedClusters?: readonly { readonly name: string; readonly weight: number }[];
+  readonly idleTimeoutMs: number;
+}
+
+export type NetworkFilterConfig = HttpConnectionManagerConfig | TcpProxyConfig;
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+export interface TlsCertificate {
+  readonly certChain: string; // PEM
+  readonly privateKey: string; // PEM
+}
+
+export interface CertificateValidation {
+  readonly trustedCa?: string; // PEM
+  readonly matchSubjectAltNames: readonly { readonly kind: 'uri' | 'dns' | 'email' | 'ip' | 'any'; readonly match: StringMatcherConfig }[];
+}
+
+export interface DownstreamTlsConfig {
+  readonly certificates: readonly TlsCertificate[];
+  /** SDS secret names, resolved later (issue: xDS). */
+  readonly sdsCertificateNames: readonly string[];
+  readonly validation?: CertificateValidation;
+  readonly sdsValidationName?: string;
+  readonly requireClientCertificate: boolean;
+  readonly alpnProtocols: readonly string[];
+  /** Node's names ('TLSv1.2', 'TLSv1.3', ...); unset = TLS_AUTO */
+  readonly minVersion?: string;
+  readonly maxVersion?: string;
+}
+
+export interface UpstreamTlsConfig {
+  readonly certificates: readonly TlsCertificate[];
+  readonly sdsCertificateNames: readonly string[];
+  readonly validation?: CertificateValidation;
+  readonly sdsValidationName?: string;
+  readonly sni?: string;
+  readonly alpnProtocols: readonly string[];
+  readonly allowRenegotiation: boolean;
+  /** Node's names ('TLSv1.2', 'TLSv1.3', ...); unset = TLS_AUTO */
+  readonly minVersion?: string;
+  readonly maxVersion?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listeners
+
+export interface CidrRange {
+  readonly addressPrefix: string;
+  readonly prefixLen: number;
+}
+
+export interface FilterChainMatchConfig {
+  readonly destinationPort?: number;
+  readonly prefixRanges: readonly CidrRange[];
+  readonly serverNames: readonly string[];
+  readonly transportProtocol?: string;
+  readonly applicationProtocols: readonly string[];
+  readonly sourceType: 'ANY' | 'SAME_IP_OR_LOOPBACK' | 'EXTERNAL';
+  readonly sourcePrefixRanges: readonly CidrRange[];
+  readonly sourcePorts: readonly number[];
+}
+
+export interface FilterChainConfig {
+  readonly name: string;
+  readonly match: FilterChainMatchConfig;
+  readonly tls?: DownstreamTlsConfig;
+  /** The terminal network filter (a chain with any other network filter is rejected). */
+  readonly filter: NetworkFilterConfig;
+}
+
+export interface ListenerFilterConfig {
+  readonly name: string;
+  readonly typeName: string;
+}
+
+export interface ListenerConfig {
+  readonly name: string;
+  readonly address: SocketAddress;
+  readonly filterChains: readonly FilterChainConfig[];
+  readonly defaultFilterChain?: FilterChainConfig;
+  readonly listenerFilters: readonly ListenerFilterConfig[];
+  readonly listenerFiltersTimeoutMs: number;
+  readonly continueOnListenerFiltersTimeout: boolean;
+  readonly useOriginalDst: boolean;
+  readonly bindToPort: boolean;
+  readonly perConnectionBufferLimitBytes: number;
+  readonly trafficDirection: 'UNSPECIFIED' | 'INBOUND' | 'OUTBOUND';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clusters
+
+export type HealthStatus = 'UNKNOWN' | 'HEALTHY' | 'UNHEALTHY' | 'DRAINING' | 'TIMEOUT' | 'DEGRADED';
+
+export interface EndpointConfig {
+  readonly address: SocketAddress;
+  readonly hostname: string;
+  readonly healthStatus: HealthStatus;
+  readonly loadBalancingWeight: number;
+  readonly metadata: Readonly<Record<string, unknown>>;
+}
+
+export interface LocalityEndpointsConfig {
+  readonly locality: { readonly region: string; readonly zone: string; readonly subZone: string };
+  readonly priority: number;
+  /** 0 when unset (the locality takes no part in locality-weighted balancing) */
+  readonly loadBalancingWeight: number;
+  readonly endpoints: readonly EndpointConfig[];
+}
+
+export interface CircuitBreakerThresholds {
+  readonly priority: 'DEFAULT' | 'HIGH';
+  /** Envoy defaults: 1024 each, retries 3 */
+  readonly maxConnections: number;
+  readonly maxPendingRequests: number;
+  readonly maxRequests: number;
+  readonly maxRetries: number;
+  readonly retryBudget?: { readonly budgetPercent: number; readonly minRetryConcurrency: number };
+  readonly trackRemaining: boolean;
+}
+
+export interface OutlierDetectionConfig {
+  readonly consecutive5xx: number;
+  readonly consecutiveGatewayFailure: number;
+  readonly consecutiveLocalOriginFailure: number;
+  readonly intervalMs: number;
+  readonly baseEjectionTimeMs: number;
+  readonly maxEjectionTimeMs: number;
+  readonly maxEjectionPercent: number;
+  readonly enforcingConsecutive5xx: number;
+  readonly enforcingConsecutiveGatewayFailure: number;
+  readonly enforcingConsecutiveLocalOriginFailure: number;
+  readonly enforcingSuccessRate: number;
+  readonly successRateMinimumHosts: number;
+  readonly successRateRequestVolume: number;
+  readonly successRateStdevFactor: number;
+  readonly failurePercentageThreshold: number;
+  readonly enforcingFailurePercentage: number;
+  readonly failurePercentageMinimumHosts: number;
+  readonly failurePercentageRequestVolume: number;
+  readonly splitExternalLocalOriginErrors: boolean;
+}
+
+export type LbPolicy = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM' | 'RING_HASH' | 'MAGLEV' | 'CLUSTER_PROVIDED';
+
+export interface ClusterConfig {
+  readonly name: string;
+  readonly type: 'STATIC' | 'STRICT_DNS' | 'LOGICAL_DNS' | 'EDS' | 'ORIGINAL_DST';
+  readonly connectTimeoutMs: number; // Envoy default 5 s
+  readonly lbPolicy: LbPolicy;
+  readonly endpoints: readonly LocalityEndpointsConfig[];
+  /** EDS service name when endpoints come from EDS. */
+  readonly edsServiceName?: string;
+  readonly protocol: 'HTTP1' | 'HTTP2' | 'USE_DOWNSTREAM';
+  readonly http2: Http2Options;
+  /** Upstream idle timeout (common_http_protocol_options.idle_timeout), Envoy default 1 h. */
+  readonly idleTimeoutMs: number;
+  readonly maxRequestsPerConnection: number; // 0 = unlimited
+  readonly circuitBreakers: readonly CircuitBreakerThresholds[];
+  readonly outlierDetection?: OutlierDetectionConfig;
+  readonly healthyPanicThreshold: number; // percent, Envoy default 50
+  readonly tls?: UpstreamTlsConfig;
+  readonly transportSocketMatches: readonly { readonly name: string; readonly match: Readonly<Record<string, unknown>>; readonly tls?: UpstreamTlsConfig }[];
+  readonly dnsRefreshRateMs: number; // Envoy default 5 s
+  readonly dnsLookupFamily: 'AUTO' | 'V4_ONLY' | 'V6_ONLY' | 'V4_PREFERRED' | 'ALL';
+  readonly respectDnsTtl: boolean;
+  readonly perConnectionBufferLimitBytes: number; // Envoy default 1 MiB
+  readonly upstreamBindSource?: SocketAddress;
+  readonly metadata: Readonly<Record<string, unknown>>;
+}
