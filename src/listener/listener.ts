@@ -1,0 +1,250 @@
+// A listener: a bound socket, its filter chains compiled once, and per connection the choice of a
+// chain (destination port and address, TLS or plaintext by the first byte, SNI) and of a codec
+// (HTTP/2 by prior-knowledge preface or ALPN h2, else HTTP/1.x), or the TCP proxy.
+
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import type { FilterChainConfig, ListenerConfig, RuntimeValues } from '../config/types';
+import { ConnectionManager, StaticRouteProvider, RouteTableProvider } from '../http/conn-manager';
+import { H1ServerConnection } from '../http/h1-server';
+import { H2Server } from '../http/h2-server';
+import { RouteTable } from '../router/route-table';
+import type { ClusterManager } from '../upstream/cluster-manager';
+import { TcpProxy } from './tcp-proxy';
+
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
+export interface ListenerDeps {
+  readonly clusters: ClusterManager;
+  readonly runtime: RuntimeValues;
+  /** RDS: route tables by name (issue: xDS); inline route configs need none. */
+  readonly routeProvider?: (name: string) => RouteTableProvider;
+}
+
+class Chain {
+  readonly hcm?: ConnectionManager;
+  readonly h2?: H2Server;
+  readonly tcp?: TcpProxy;
+  readonly secureContext?: tls.SecureContext;
+  readonly tlsServerOptions?: tls.TlsOptions;
+
+  constructor(readonly config: FilterChainConfig, deps: ListenerDeps) {
+    const f = config.filter;
+    if (f.kind === 'http_connection_manager') {
+      let provider: RouteTableProvider;
+      if (f.routeConfig) provider = new StaticRouteProvider(new RouteTable(f.routeConfig));
+      else if (f.rdsName !== undefined && deps.routeProvider) provider = deps.routeProvider(f.rdsName);
+      else provider = { current: () => undefined };
+      this.hcm = new ConnectionManager(f, provider, deps.clusters, deps.runtime);
+      if (f.codecType !== 'HTTP1') this.h2 = new H2Server(this.hcm);
+    } else {
+      this.tcp = new TcpProxy(f, deps.clusters);
+    }
+    const t = config.tls;
+    if (t && t.certificates.length > 0) {
+      const alpn = t.alpnProtocols.length > 0 ? [...t.alpnProtocols] : this.h2 ? ['h2', 'http/1.1'] : ['http/1.1'];
+      this.tlsServerOptions = {
+        cert: t.certificates.map((c) => c.certChain),
+        key: t.certificates.map((c) => c.privateKey),
+        ca: t.validation?.trustedCa,
+        requestCert: t.requireClientCertificate || t.validation?.trustedCa !== undefined,
+        rejectUnauthorized: t.requireClientCertificate,
+        ALPNProtocols: alpn,
+      };
+      this.secureContext = tls.createSecureContext(this.tlsServerOptions);
+    }
+  }
+
+  get isTls(): boolean {
+    return this.tlsServerOptions !== undefined;
+  }
+}
+
+export class Listener {
+  readonly name: string;
+  private readonly server: net.Server;
+  private readonly chains: Chain[];
+  private readonly defaultChain?: Chain;
+  private readonly connections = new Set<net.Socket>();
+  private readonly h1Connections = new Set<H1ServerConnection>();
+  private draining = false;
+
+  constructor(readonly config: ListenerConfig, deps: ListenerDeps) {
+    this.name = config.name;
+    this.chains = config.filterChains.map((c) => new Chain(c, deps));
+    if (config.defaultFilterChain) this.defaultChain = new Chain(config.defaultFilterChain, deps);
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, this.onConnection);
+    this.server.on('error', () => undefined);
+  }
+
+  /** Listens; resolves with the bound port (useful with port 0). */
+  listen(): Promise<number> {
+    const a = this.config.address;
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error): void => reject(e);
+      this.server.once('error', onError);
+      const opts: net.ListenOptions = a.pipe ? { path: a.pipe } : { host: a.address, port: a.port, backlog: 1024 };
+      this.server.listen(opts, () => {
+        this.server.removeListener('error', onError);
+        const addr = this.server.address();
+        resolve(typeof addr === 'object' && addr ? addr.port : 0);
+      });
+    });
+  }
+
+  get port(): number {
+    const addr = this.server.address();
+    return typeof addr === 'object' && addr ? addr.port : 0;
+  }
+
+  get activeConnections(): number {
+    return this.connections.size;
+  }
+
+  get connectionManagers(): ConnectionManager[] {
+    const out: ConnectionManager[] = [];
+    for (const c of this.chains) if (c.hcm) out.push(c.hcm);
+    if (this.defaultChain?.hcm) out.push(this.defaultChain.hcm);
+    return out;
+  }
+
+  private readonly onConnection = (socket: net.Socket): void => {
+    if (this.draining) {
+      socket.destroy();
+      return;
+    }
+    this.connections.add(socket);
+    socket.on('close', () => this.connections.delete(socket));
+    socket.on('error', () => undefined);
+    const candidates = this.candidates(socket);
+    if (candidates.length === 0) {
+      socket.destroy();
+      return;
+    }
+    const needsSniff = candidates.some((c) => c.isTls) || candidates.some((c) => c.h2 !== undefined);
+    if (!needsSniff) {
+      this.serve(socket, candidates[0], undefined);
+      return;
+    }
+    const timeoutMs = this.config.listenerFiltersTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    let buffered: Buffer | undefined;
+    const onData = (d: Buffer): void => {
+      buffered = buffered ? Buffer.concat([buffered, d]) : d;
+      // Wait until the preface can be told apart (24 bytes) unless it already differs.
+      if (buffered[0] !== 0x16 && buffered.length < H2_PREFACE.length && H2_PREFACE.subarray(0, buffered.length).equals(buffered)) return;
+      done();
+    };
+    const done = (): void => {
+      if (timer) clearTimeout(timer);
+      socket.removeListener('data', onData);
+      socket.removeListener('end', done);
+      socket.pause();
+      const b = buffered;
+      const isTls = b !== undefined && b[0] === 0x16;
+      const chain = candidates.find((c) => c.isTls === isTls) ?? (this.config.continueOnListenerFiltersTimeout || b ? candidates.find((c) => !c.isTls) : undefined);
+      if (!chain) {
+        socket.destroy();
+        return;
+      }
+      this.serve(socket, chain, b);
+      socket.resume();
+    };
+    socket.on('data', onData);
+    socket.once('end', done);
+    if (timeoutMs > 0) {
+      timer = setTimeout(() => {
+        if (this.config.continueOnListenerFiltersTimeout) done();
+        else socket.destroy();
+      }, timeoutMs);
+    }
+  };
+
+  /** Filter chains that fit the connection's destination, most specific first (Envoy's order). */
+  private candidates(socket: net.Socket): Chain[] {
+    const port = socket.localPort ?? 0;
+    const addr = socket.localAddress ?? '';
+    const byPort = this.chains.filter((c) => c.config.match.destinationPort === port);
+    let set = byPort.length > 0 ? byPort : this.chains.filter((c) => c.config.match.destinationPort === undefined);
+    const withRange = set.filter((c) => c.config.match.prefixRanges.some((r) => inCidr(addr, r.addressPrefix, r.prefixLen)));
+    set = withRange.length > 0 ? withRange : set.filter((c) => c.config.match.prefixRanges.length === 0);
+    if (set.length === 0 && this.defaultChain) return [this.defaultChain];
+    return this.defaultChain ? [...set, this.defaultChain] : set;
+  }
+
+  private serve(raw: net.Socket, chain: Chain, initial: Buffer | undefined): void {
+    if (chain.isTls) {
+      const t = new tls.TLSSocket(raw, { isServer: true, secureContext: chain.secureContext, ...chain.tlsServerOptions });
+      if (initial) raw.unshift(initial);
+      t.on('error', () => t.destroy());
+      t.once('secure', () => {
+        if (chain.tcp) chain.tcp.handle(t, undefined);
+        else if (t.alpnProtocol === 'h2' && chain.h2) chain.h2.handle(t);
+        else this.serveH1(t, chain, undefined, true);
+      });
+      return;
+    }
+    if (chain.tcp) {
+      chain.tcp.handle(raw, initial);
+      return;
+    }
+    if (chain.h2 && (chain.hcm!.config.codecType === 'HTTP2' || (initial !== undefined && initial.length >= H2_PREFACE.length && initial.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)))) {
+      chain.h2.handle(raw, initial);
+      return;
+    }
+    this.serveH1(raw, chain, initial, false);
+  }
+
+  private serveH1(socket: net.Socket, chain: Chain, initial: Buffer | undefined, secure: boolean): void {
+    const info = {
+      remoteAddress: socket.remoteAddress ?? '',
+      remotePort: socket.remotePort ?? 0,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+      secure,
+    };
+    const c = new H1ServerConnection(socket, chain.hcm!, info, (closed) => this.h1Connections.delete(closed));
+    this.h1Connections.add(c);
+    if (this.draining) c.drain();
+    if (initial) c.feed(initial);
+  }
+
+  /**
+   * Stop accepting and drain: idle HTTP/1 connections close, busy ones close after their response
+   * (with `connection: close`), HTTP/2 sessions get GOAWAY. Connections then go on until they
+   * finish or `closeConnections()`.
+   */
+  stopAccepting(): void {
+    this.draining = true;
+    this.server.close();
+    for (const c of this.h1Connections) c.drain();
+    for (const ch of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) ch.h2?.drain();
+  }
+
+  /** Closes every connection now. */
+  closeConnections(): void {
+    for (const s of this.connections) s.destroy();
+  }
+
+  /** Resolves when no connection is left (for graceful drain). */
+  async waitIdle(): Promise<void> {
+    while (this.connections.size > 0) {
+      await new Promise<void>((resolve) => {
+        const first = this.connections.values().next().value as net.Socket;
+        first.once('close', () => resolve());
+      });
+    }
+  }
+}
+
+function inCidr(addr: string, prefix: string, len: number): boolean {
+  try {
+    const bl = new net.BlockList();
+    const type = net.isIPv6(prefix) ? 'ipv6' : 'ipv4';
+    bl.addSubnet(prefix, len, type);
+    const a = addr.startsWith('::ffff:') && type === 'ipv4' ? addr.slice(7) : addr;
+    return bl.check(a, net.isIPv6(a) ? 'ipv6' : 'ipv4');
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,135 @@
+// Test helpers: run keel in-process from a bootstrap YAML template, and small real upstreams.
+// Everything binds port 0 on loopback and is closed by the returned cleanup.
+
+import * as http from 'node:http';
+import * as net from 'node:net';
+import { parseBootstrapText } from '../../src/config/bootstrap';
+import { KeelServer } from '../../src/server/server';
+import { Logger } from '../../src/common/logger';
+
+export interface RunningKeel {
+  server: KeelServer;
+  port: number;
+  ports: Map<string, number>;
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** `yaml` is a full bootstrap; listeners should use port_value 0. */
+export async function startKeel(yaml: string): Promise<RunningKeel> {
+  const { bootstrap } = parseBootstrapText(yaml, 'test');
+  const server = new KeelServer(bootstrap, { log: new Logger('error'), drainTimeMs: 1000 });
+  const ports = await server.start();
+  const port = [...ports.values()][0];
+  return { server, port, ports, url: `http://127.0.0.1:${port}`, stop: () => server.stop(200) };
+}
+
+export interface Upstream {
+  port: number;
+  server: http.Server;
+  requests: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[];
+  close(): Promise<void>;
+}
+
+export type Handler = (req: http.IncomingMessage, res: http.ServerResponse, body: string) => void;
+
+/** An HTTP/1.1 upstream that records what it receives and answers with `name`, or with `handler`. */
+export async function startUpstream(name: string, handler?: Handler): Promise<Upstream> {
+  const requests: Upstream['requests'] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
+      if (handler) return handler(req, res, body);
+      const out = JSON.stringify({ upstream: name, method: req.method, url: req.url, body });
+      res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name });
+      res.end(out);
+    });
+  });
+  server.keepAliveTimeout = 30_000;
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    server,
+    requests,
+    close: () =>
+      new Promise((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** A port on loopback that refuses connections (bound, then closed). */
+export async function deadPort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+export function cluster(name: string, port: number, extra = ''): string {
+  return `
+  - name: ${name}
+    type: STATIC
+    connect_timeout: 1s
+${extra}
+    load_assignment:
+      cluster_name: ${name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: ${port} }`;
+}
+
+/** A bootstrap with one HTTP listener on port 0; `vhosts` is the YAML list of virtual hosts. */
+export function bootstrap(vhosts: string, clusters: string, hcmExtra = ''): string {
+  return `
+static_resources:
+  listeners:
+  - name: test
+    address:
+      socket_address: { address: 127.0.0.1, port_value: 0 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: test
+${hcmExtra}
+          route_config:
+            name: test
+            virtual_hosts:
+${vhosts}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+${clusters}
+`;
+}
+
+/** Raw HTTP/1.1 exchange over one socket: sends `data`, resolves with everything read until close or `until` matches. */
+export function rawExchange(port: number, data: string | Buffer, until?: (text: string) => boolean): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let out = '';
+    s.on('data', (d) => {
+      out += d.toString('latin1');
+      if (until?.(out)) {
+        s.destroy();
+        resolve(out);
+      }
+    });
+    s.on('end', () => resolve(out));
+    s.on('close', () => resolve(out));
+    s.on('error', reject);
+    s.write(data);
+  });
+}
