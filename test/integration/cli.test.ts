@@ -1,0 +1,106 @@
+// The keel command as a user runs it: config errors and their exit code, --mode validate, and a
+// graceful SIGTERM (in-flight requests finish, new connections are refused, the process exits).
+import t from 'tap';
+import { spawn, ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { request } from 'undici';
+import { bootstrap, cluster, startUpstream } from '../helpers/keel';
+
+const MAIN = path.join(__dirname, '../../src/cli/main.ts');
+
+function keel(args: string[]): ChildProcess {
+  // execArgv carries tap's TypeScript loader, so the source runs as is.
+  return spawn(process.execPath, [...process.execArgv, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = keel(args);
+    let stdout = '';
+    let stderr = '';
+    p.stdout!.on('data', (d) => (stdout += d));
+    p.stderr!.on('data', (d) => (stderr += d));
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const dir = mkdtempSync(path.join(tmpdir(), 'keel-cli-'));
+
+t.test('a bad config is refused with every problem and its path, exit 1', async (t) => {
+  const file = path.join(dir, 'bad.yaml');
+  writeFileSync(
+    file,
+    `static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 70000 } }
+    filter_chains: [{ filters: [{ name: envoy.filters.network.nope, typed_config: { "@type": type.googleapis.com/nope.Nope } }] }]
+  clusters:
+  - { name: c, type: STATIC, lb_policy: SIDEWAYS }
+`,
+  );
+  const r = await run(['-c', file]);
+  t.equal(r.code, 1);
+  const lines = r.stderr.trim().split('\n');
+  t.ok(lines.every((l) => l.startsWith('keel: config error: ')), r.stderr);
+  t.match(r.stderr, /static_resources\.listeners\[0\]\.address\.socket_address\.port_value: 70000 is out of range/);
+  t.match(r.stderr, /static_resources\.listeners\[0\]\.filter_chains\[0\]\.filters\[0\]: unknown network filter 'envoy\.filters\.network\.nope'/);
+  t.match(r.stderr, /static_resources\.clusters\[0\]\.lb_policy: unknown value 'SIDEWAYS'/);
+});
+
+t.test('--mode validate checks without serving', async (t) => {
+  const file = path.join(dir, 'good.yaml');
+  writeFileSync(file, bootstrap(`            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: c } }] }`, cluster('c', 1)));
+  const r = await run(['--mode', 'validate', '-c', file]);
+  t.equal(r.code, 0);
+  t.match(r.stdout, /OK/);
+});
+
+t.test('SIGTERM lets the in-flight request finish, refuses new ones, and exits 0', async (t) => {
+  let release: () => void = () => undefined;
+  const released = new Promise<void>((r) => (release = r));
+  let arrived: () => void = () => undefined;
+  const arrivedP = new Promise<void>((r) => (arrived = r));
+  const up = await startUpstream('slow', (_req, res) => {
+    arrived();
+    void released.then(() => res.end('finished'));
+  });
+  t.teardown(() => up.close());
+  const file = path.join(dir, 'drain.yaml');
+  writeFileSync(file, bootstrap(`            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: slow } }] }`, cluster('slow', up.port)));
+  const p = keel(['-c', file, '--drain-time-s', '10']);
+  t.teardown(() => p.kill('SIGKILL'));
+  const port = await new Promise<number>((resolve, reject) => {
+    let err = '';
+    p.stderr!.on('data', (d) => {
+      err += d;
+      const m = /listener 'test' serving on port (\d+)/.exec(err);
+      if (m) resolve(Number(m[1]));
+    });
+    p.on('close', () => reject(new Error(`keel exited: ${err}`)));
+  });
+  const exited = new Promise<number | null>((r) => p.on('close', (code) => r(code)));
+  const inflight = request(`http://127.0.0.1:${port}/slow`).then(async (r) => ({ status: r.statusCode, body: await r.body.text(), connection: r.headers.connection }));
+  await arrivedP;
+  p.kill('SIGTERM');
+  // The listener closes: new connections are refused once it has stopped accepting.
+  await new Promise<void>((resolve) => {
+    const tryConnect = (): void => {
+      request(`http://127.0.0.1:${port}/new`, { reset: true })
+        .then(async (r) => {
+          await r.body.text();
+          setImmediate(tryConnect);
+        })
+        .catch(() => resolve());
+    };
+    tryConnect();
+  });
+  release();
+  const res = await inflight;
+  t.equal(res.status, 200);
+  t.equal(res.body, 'finished');
+  t.equal(res.connection, 'close', 'the draining connection is closed after the response');
+  t.equal(await exited, 0);
+});
