@@ -6,10 +6,9 @@
 
 import type * as net from 'node:net';
 import { ErrorCode, grpcStatusForHttp, LOCAL_REPLIES } from '../common/errors';
-import type { DirectResponseAction, RedirectAction } from '../config/types';
-import { redirectLocation, rewrittenHost } from '../router/actions';
+import { finalizeRequestHeaders, finalizeResponseHeaders, routeReply, sslRedirectLocation, stripInternalOnlyHeaders } from '../router/apply';
 import type { FormatContext } from '../router/header-formatter';
-import type { ClusterPick, CompiledRoute, RouteInput } from '../router/route-table';
+import { ClusterPick, CompiledRoute, isGrpcContentType, RouteInput } from '../router/route-table';
 import type { Cluster } from '../upstream/cluster';
 import type { Host } from '../upstream/host';
 import type { PoolCallbacks, UpstreamStream } from '../upstream/types';
@@ -164,7 +163,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     this.authority = headers.first(':authority') ?? '';
     this.isHead = this.method === 'HEAD';
     const ct = headers.first('content-type');
-    this.grpc = ct !== undefined && ct.startsWith('application/grpc');
+    this.grpc = ct !== undefined && isGrpcContentType(ct);
 
     if (this.path === '' && this.method !== 'CONNECT') {
       this.sendLocalReply(400, '', 'missing_path', '');
@@ -179,7 +178,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       this.sendLocalReply(404, '', 'route_not_found', 'NR');
       return;
     }
-    if (!this.internal && table.internalOnlyHeaders.length > 0) for (const h of table.internalOnlyHeaders) headers.remove(h);
+    stripInternalOnlyHeaders(table, headers, this.internal);
     const result = table.route(this);
     if (result.kind === 'none') {
       hcm.stats.noRoute++;
@@ -187,7 +186,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       return;
     }
     if (result.kind === 'require_tls') {
-      const rh = new HeaderMap(['location', `https://${this.authority}${this.path}`]);
+      const rh = new HeaderMap(['location', sslRedirectLocation(this.authority, this.path)]);
       this.sendLocalReply(301, '', 'via_upstream', '', rh);
       return;
     }
@@ -196,13 +195,14 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     const action = route.config.action;
     switch (action.kind) {
       case 'direct_response':
-        hcm.stats.rqDirectResponse++;
-        this.directResponse(action);
+      case 'redirect': {
+        if (action.kind === 'redirect') hcm.stats.rqRedirect++;
+        else hcm.stats.rqDirectResponse++;
+        const r = routeReply(route, headers, this.secure, this)!;
+        this.responseHeaders = r.headers;
+        this.sendLocalReply(r.status, r.body, 'direct_response', '', r.headers);
         return;
-      case 'redirect':
-        hcm.stats.rqRedirect++;
-        this.redirect(action);
-        return;
+      }
       case 'non_forwarding':
         this.sendLocalReply(404, '', 'route_not_found', 'NR');
         return;
@@ -291,18 +291,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   }
 
   private prepareUpstreamHeaders(headers: HeaderMap, route: CompiledRoute, pick: ClusterPick, host: Host): void {
-    const f = route.forward!;
-    const newPath = route.rewritePath(this.path);
-    if (newPath !== undefined) {
-      if (!this.hcm.config.suppressEnvoyHeaders) headers.set('x-envoy-original-path', this.path);
-      headers.set(':path', newPath);
-    }
-    const newHost = f.autoHostRewrite && host.hostname !== '' ? host.hostname : rewrittenHost(route, headers, pick.hostRewriteLiteral);
-    if (newHost !== undefined) headers.set(':authority', newHost);
-    if (pick.requestMutations && !pick.requestMutations.empty) pick.requestMutations.apply(headers, this);
-    if (!route.requestMutations.empty) route.requestMutations.apply(headers, this);
+    const cfg = this.hcm.config;
+    finalizeRequestHeaders(route, pick, headers, this, { keepOriginalPath: !cfg.suppressEnvoyHeaders, upstreamHostname: host.hostname });
     const timeout = this.routeTimeoutMs();
-    if (!this.hcm.config.suppressEnvoyHeaders) {
+    if (!cfg.suppressEnvoyHeaders) {
       if (timeout > 0) headers.set('x-envoy-expected-rq-timeout-ms', String(timeout));
       headers.remove('x-envoy-upstream-rq-timeout-ms');
     }
@@ -449,8 +441,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     if (!cfg.suppressEnvoyHeaders) headers.set('x-envoy-upstream-service-time', String(Date.now() - this.upstreamStart));
     this.applyServerHeader(headers);
     const route = this.route!;
-    if (this.pick?.responseMutations && !this.pick.responseMutations.empty) this.pick.responseMutations.apply(headers, this);
-    if (!route.responseMutations.empty) route.responseMutations.apply(headers, this);
+    finalizeResponseHeaders(route, this.pick, headers, this);
     if (cfg.alwaysSetRequestIdInResponse) {
       const id = this.headers.first('x-request-id');
       if (id !== undefined) headers.set('x-request-id', id);
@@ -570,25 +561,6 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
 
   // ------------------------------------------------------------------------------------------
   // Local replies
-
-  private directResponse(a: DirectResponseAction): void {
-    const headers = new HeaderMap();
-    this.applyRouteResponseMutations(headers);
-    this.sendLocalReply(a.status, a.body ?? '', 'direct_response', '', headers, a.body !== undefined);
-  }
-
-  private redirect(a: RedirectAction): void {
-    const location = redirectLocation(this.route!, a, this.headers, this.secure);
-    const headers = new HeaderMap(['location', location]);
-    this.applyRouteResponseMutations(headers);
-    this.sendLocalReply(a.responseCode, '', 'direct_response', '', headers);
-  }
-
-  private applyRouteResponseMutations(headers: HeaderMap): void {
-    this.responseHeaders = headers;
-    const m = this.route?.responseMutations;
-    if (m && !m.empty) m.apply(headers, this);
-  }
 
   /**
    * Envoy's local reply: text/plain body (or a gRPC trailers-only response for gRPC requests),

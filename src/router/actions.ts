@@ -3,7 +3,7 @@
 
 import type { RedirectAction } from '../config/types';
 import type { HeaderMap } from '../http/headers';
-import { CompiledRoute, rewritePrefix } from './route-table';
+import { CompiledRoute, queryStart, rewritePrefix } from './route-table';
 
 /** Envoy's redirect URI (RouteEntryImplBase::newUri). */
 export function redirectLocation(route: CompiledRoute, a: RedirectAction, headers: HeaderMap, secure: boolean): string {
@@ -24,8 +24,8 @@ export function redirectLocation(route: CompiledRoute, a: RedirectAction, header
   } else if (a.prefixRewrite !== undefined && a.prefixRewrite !== '') {
     path = rewritePrefix(route.config, origPath, a.prefixRewrite);
   } else if (route.regexRewrite) {
-    const q = origPath.indexOf('?');
-    path = q < 0 ? route.regexRewrite.apply(origPath) : route.regexRewrite.apply(origPath.slice(0, q)) + origPath.slice(q);
+    const q = queryStart(origPath);
+    path = route.regexRewrite.apply(origPath.slice(0, q)) + origPath.slice(q);
   } else {
     path = origPath;
   }
@@ -69,8 +69,7 @@ export function rewrittenHost(route: CompiledRoute, headers: HeaderMap, pickLite
   }
   if (route.hostPathRegex) {
     const p = headers.first(':path') ?? '/';
-    const q = p.indexOf('?');
-    return route.hostPathRegex.apply(q < 0 ? p : p.slice(0, q));
+    return route.hostPathRegex.apply(p.slice(0, queryStart(p)));
   }
   return undefined;
 }

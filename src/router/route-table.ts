@@ -159,9 +159,10 @@ function compilePathMatcher(entry: RouteConfigEntry): PathPredicate {
   const cs = entry.match.caseSensitive;
   switch (spec.kind) {
     case 'prefix': {
+      // Envoy's PathMatcher: the prefix is matched against the path without query and fragment.
       const p = cs ? spec.value : spec.value.toLowerCase();
-      if (p === '' || p === '/') return p === '' ? () => true : (path) => path.charCodeAt(0) === 47;
-      return cs ? (path) => path.startsWith(p) : (path) => path.length >= p.length && path.slice(0, p.length).toLowerCase() === p;
+      if (p === '' || p === '/') return p === '' ? () => true : (_, np) => np.charCodeAt(0) === 47;
+      return cs ? (_, np) => np.startsWith(p) : (_, np) => np.length >= p.length && np.slice(0, p.length).toLowerCase() === p;
     }
     case 'path': {
       const p = cs ? spec.value : spec.value.toLowerCase();
@@ -380,9 +381,11 @@ export class CompiledRoute {
   }
 }
 
-function queryStart(path: string): number {
+/** Where the path proper ends: at the query or the fragment (Envoy's PathUtil::removeQueryAndFragment). */
+export function queryStart(path: string): number {
   const q = path.indexOf('?');
-  return q < 0 ? path.length : q;
+  const h = path.indexOf('#');
+  return q < 0 ? (h < 0 ? path.length : h) : h < 0 ? q : Math.min(q, h);
 }
 
 /**
@@ -393,11 +396,7 @@ export function rewritePrefix(cfg: RouteConfigEntry, path: string, rewrite: stri
   const spec = cfg.match.path;
   let matched: number;
   if (spec.kind === 'prefix' || spec.kind === 'path' || spec.kind === 'path_separated_prefix') matched = spec.value.length;
-  else {
-    const q = path.indexOf('?');
-    const h = path.indexOf('#');
-    matched = q < 0 ? (h < 0 ? path.length : h) : h < 0 ? q : Math.min(q, h);
-  }
+  else matched = queryStart(path);
   return rewrite + path.slice(matched);
 }
 
