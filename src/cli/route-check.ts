@@ -19,7 +19,7 @@ import type { HeaderMatcherConfig, RouteConfigEntry } from '../config/types';
 import { HeaderMap } from '../http/headers';
 import { redirectLocation } from '../router/actions';
 import { currentUri, finalizeRequestHeaders, finalizeResponseHeaders, routeReply, sslRedirectLocation, stripInternalOnlyHeaders } from '../router/apply';
-import type { FormatContext } from '../router/header-formatter';
+import type { FormatContext } from '../common/header-format';
 import { compileHeaderMatcher, HeaderPredicate } from '../router/matchers';
 import { CompiledRoute, CompiledVirtualHost, RouteInput, RouteTable, Runtime } from '../router/route-table';
 

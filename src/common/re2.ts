@@ -25,7 +25,18 @@ export interface Re2Options {
   readonly ignoreCase?: boolean;
   /** Give the search-form RegExp the `g` flag (needed by `applySubstitution`). */
   readonly global?: boolean;
+  /**
+   * Largest `programSize` accepted (default DEFAULT_MAX_PROGRAM_SIZE): the linear engine's work
+   * per input character grows with it, so this bounds the worst-case cost of one match.
+   */
+  readonly maxProgramSize?: number;
 }
+
+/**
+ * Default `maxProgramSize`. Envoy refuses RE2 programs over 100 (runtime key
+ * re2.max_program_size.error_level); this is looser, but still refuses e.g. `\p{L}`.
+ */
+export const DEFAULT_MAX_PROGRAM_SIZE = 1000;
 
 export interface Re2Compiled {
   /** A RegExp with the `l` flag (plus `g` when asked for, `m` for `(?m)` anchors). */
@@ -34,6 +45,12 @@ export interface Re2Compiled {
   readonly groupCount: number;
   /** RE2 group names by group number (index 0, the whole match, is always undefined). */
   readonly groupNames: ReadonlyArray<string | undefined>;
+  /**
+   * Character-range tests in the translated program once repetitions are unrolled: the most
+   * work matching can do per input character (about 0.1 us each on V8's linear engine). Same
+   * spirit as RE2's ProgramSize (Envoy's max_program_size), not the same numbers.
+   */
+  readonly programSize: number;
 }
 
 export type Re2Result = Re2Compiled | { readonly error: string };
@@ -43,15 +60,15 @@ export type Re2Result = Re2Compiled | { readonly error: string };
  * PartialMatch / GlobalReplace). Never throws.
  */
 export function compileRe2(pattern: string, opts?: Re2Options): Re2Result {
-  return compile(pattern, opts?.ignoreCase === true, opts?.global === true, false);
+  return compile(pattern, opts?.ignoreCase === true, opts?.global === true, false, opts?.maxProgramSize);
 }
 
 /**
  * Compiles an RE2 pattern anchored at both ends (`^(?:...)$`), so `re.test(s)` is RE2's
  * FullMatch. The RegExp has no capture groups and never the `g` flag. Never throws.
  */
-export function compileRe2Full(pattern: string, opts?: { readonly ignoreCase?: boolean }): Re2Result {
-  return compile(pattern, opts?.ignoreCase === true, false, true);
+export function compileRe2Full(pattern: string, opts?: Omit<Re2Options, 'global'>): Re2Result {
+  return compile(pattern, opts?.ignoreCase === true, false, true, opts?.maxProgramSize);
 }
 
 /** True when `re` (from `compileRe2Full`) matches the whole of `s`. */
@@ -164,6 +181,22 @@ export function re2Substitute(re: RegExp, input: string, substitution: string): 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Where results can differ from RE2 (all checked against libre2 while writing this):
+// - Refused here, accepted by RE2: \C; (?m) anchors in the full-match form, or mixed with
+//   \A, \z, ^ or $ outside (?m) in one pattern (JS has no text anchor under the m flag);
+//   programs over maxProgramSize.
+// - Accepted here, refused by RE2 2022: (?<name>re) (newer RE2 takes it), \p{Grek}-style
+//   script aliases.
+// - Under (?m), ^ and $ also treat \r, U+2028 and U+2029 as line ends (the JS m flag).
+// - Submatches (never whether a string matches): JS clears the groups inside a repeated group
+//   at each iteration, RE2 keeps their last value; for a loop body that prefers an empty
+//   match, e.g. (a??)* or (|b)*, RE2 stops looping where V8 skips the empty iteration; and an
+//   unrolled x{n,m} (m > 16) with groups inside may split an ambiguous x differently.
+// - Lone surrogates in the input match nothing; RE2 never sees them (its input is UTF-8), and
+//   it can report empty matches inside a multi-byte character, which cannot happen here.
+// ---------------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------------
 // Internals shared by the API
 // ---------------------------------------------------------------------------------------------
 
@@ -203,9 +236,10 @@ function fail(reason: string): never {
   throw new Re2Error(reason);
 }
 
-function compile(pattern: string, ignoreCase: boolean, global: boolean, full: boolean): Re2Result {
+function compile(pattern: string, ignoreCase: boolean, global: boolean, full: boolean, maxProgramSize = DEFAULT_MAX_PROGRAM_SIZE): Re2Result {
   const prefix = `invalid RE2 regex "${clip(pattern)}": `;
   let source: string;
+  let programSize: number;
   let flags = 'l';
   let parsed: Parsed;
   try {
@@ -216,6 +250,10 @@ function compile(pattern: string, ignoreCase: boolean, global: boolean, full: bo
       flags += 'm';
     }
     const body = emit(parsed.root, 1, !full);
+    programSize = body.cost;
+    if (programSize > maxProgramSize) {
+      fail(`program size ${programSize} exceeds the limit of ${maxProgramSize} (large Unicode classes and counted repetitions make it grow)`);
+    }
     source = full ? `^(?:${body.s})$` : body.s;
     if (source.length > MAX_SOURCE_LENGTH) fail('pattern is too large after translation');
   } catch (e) {
@@ -233,7 +271,7 @@ function compile(pattern: string, ignoreCase: boolean, global: boolean, full: bo
   }
   const groupCount = full ? 0 : parsed.groupNames.length - 1;
   groupCounts.set(re, groupCount);
-  return { re, groupCount, groupNames: parsed.groupNames };
+  return { re, groupCount, groupNames: parsed.groupNames, programSize };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -440,7 +478,7 @@ type Node =
   | { readonly k: 'assert'; readonly a: Assertion }
   | { readonly k: 'cat'; readonly items: Node[] }
   | { readonly k: 'alt'; readonly items: Node[] }
-  | { readonly k: 'cap'; readonly index: number; readonly name: string | undefined; readonly sub: Node }
+  | { readonly k: 'cap'; readonly jsName: string | undefined; readonly sub: Node }
   | { readonly k: 'rep'; readonly min: number; readonly max: number; readonly greedy: boolean; readonly counted: boolean; readonly sub: Node };
 
 interface Flags {
@@ -454,7 +492,8 @@ interface Frame {
   readonly saved: Flags;
   readonly alts: Node[];
   cat: Node[];
-  readonly cap: { index: number; name: string | undefined } | undefined;
+  /** For a capture group: the name to give it in JS, if any. */
+  readonly cap: { jsName: string | undefined } | undefined;
 }
 
 interface Parsed {
@@ -471,6 +510,7 @@ const MAX_SOURCE_LENGTH = 1 << 20;
 const LINEAR_REPLICATION = 16;
 const REPEAT_SPEC = /\{(\d+)(?:(,)(\d*))?\}/y;
 const CAPTURE_NAME = /^[\p{L}\p{Mn}\p{Mc}\p{Nd}\p{Pc}]+$/u;
+const JS_GROUP_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 function parse(pattern: string, ignoreCase: boolean): Parsed {
   let pos = 0;
@@ -544,9 +584,10 @@ function parse(pattern: string, ignoreCase: boolean): Parsed {
             if (close < 0) fail(`invalid named capture group: ${clip(pattern.slice(pos))}`);
             const name = pattern.slice(nameStart, close);
             if (!CAPTURE_NAME.test(name)) fail(`invalid named capture group name "${name}"`);
-            if (groupNames.includes(name)) fail(`duplicate capture group name "${name}"`);
+            // RE2 accepts a repeated name; JS does not, so only its first group is named in JS.
+            const jsName = JS_GROUP_NAME.test(name) && !groupNames.includes(name) ? name : undefined;
             groupNames.push(name);
-            cap = { index: groupNames.length - 1, name };
+            cap = { jsName };
             pos = close + 1;
           } else if (rest.startsWith('P=') || rest.startsWith('P>')) {
             fail(rest === 'P=' ? 'backreferences are not supported' : 'recursive patterns are not supported');
@@ -556,14 +597,12 @@ function parse(pattern: string, ignoreCase: boolean): Parsed {
             // Flags: (?imsU-imsU) or (?imsU-imsU:re)
             let p = pos + 2;
             let negated = false;
-            let sawFlag = false;
             let afterMinusFlag = false;
             for (;;) {
               const f = pattern[p];
               if (f === undefined) fail('missing closing )');
               if (f === 'i' || f === 'm' || f === 's' || f === 'U') {
                 inner[f] = !negated;
-                sawFlag = true;
                 if (negated) afterMinusFlag = true;
                 p++;
               } else if (f === '-') {
@@ -571,8 +610,8 @@ function parse(pattern: string, ignoreCase: boolean): Parsed {
                 negated = true;
                 p++;
               } else if (f === ')' || f === ':') {
-                const bare = f === ':' && !negated; // (?:re)
-                if ((!sawFlag && !bare) || (negated && !afterMinusFlag)) fail(`invalid flag group: ${clip(pattern.slice(pos, p + 1))}`);
+                // (?:re) and (?) carry no flags; a '-' must be followed by at least one flag.
+                if (negated && !afterMinusFlag) fail(`invalid flag group: ${clip(pattern.slice(pos, p + 1))}`);
                 break;
               } else {
                 fail(`invalid or unsupported group syntax: ${clip(pattern.slice(pos, p + 1))}`);
@@ -594,7 +633,7 @@ function parse(pattern: string, ignoreCase: boolean): Parsed {
           }
         } else {
           groupNames.push(undefined);
-          cap = { index: groupNames.length - 1, name: undefined };
+          cap = { jsName: undefined };
           pos++;
         }
         if (cap === undefined) fail('internal: group without capture');
@@ -611,7 +650,7 @@ function parse(pattern: string, ignoreCase: boolean): Parsed {
         const done = frame;
         flags = done.saved;
         frame = stack.pop() as Frame;
-        push(done.cap === undefined ? body : { k: 'cap', index: done.cap.index, name: done.cap.name, sub: body });
+        push(done.cap === undefined ? body : { k: 'cap', jsName: done.cap.jsName, sub: body });
         break;
       }
       case '|':
@@ -911,6 +950,11 @@ interface Out {
   readonly s: string;
   /** Whether a quantifier can follow `s` directly. */
   readonly atom: boolean;
+  /**
+   * Character-range tests this piece puts in the engine's program once quantifiers are
+   * replicated: a bound on the work per input character spent in it.
+   */
+  readonly cost: number;
 }
 
 function hex(u: number, width: number): string {
@@ -925,8 +969,9 @@ function esc(u: number): string {
   return u < 0x100 ? `\\x${hex(u, 2)}` : `\\u${hex(u, 4)}`;
 }
 
-function unitRange(lo: number, hi: number): string {
-  return lo === hi ? esc(lo) : `[${esc(lo)}-${esc(hi)}]`;
+function unitClass(ranges: { lo: number; hi: number }[]): string {
+  if (ranges.length === 1 && ranges[0].lo === ranges[0].hi) return esc(ranges[0].lo);
+  return `[${ranges.map((x) => (x.lo === x.hi ? esc(x.lo) : `${esc(x.lo)}-${esc(x.hi)}`)).join('')}]`;
 }
 
 /**
@@ -934,16 +979,10 @@ function unitRange(lo: number, hi: number): string {
  * surrogate pairs; lone surrogates in the input are never matched.
  */
 function emitSet(r: Ranges): Out {
-  const alts: string[] = [];
-  let bmp = '';
-  let bmpCount = 0;
-  let single = -1;
+  const bmp: { lo: number; hi: number }[] = [];
   const astral: { hLo: number; hHi: number; lLo: number; lHi: number }[] = [];
   const addBmp = (lo: number, hi: number): void => {
-    if (lo > hi) return;
-    bmpCount++;
-    single = lo === hi ? lo : -2;
-    bmp += lo === hi ? esc(lo) : `${esc(lo)}-${esc(hi)}`;
+    if (lo <= hi) bmp.push({ lo, hi });
   };
   for (let i = 0; i < r.length; i += 2) {
     const lo = r[i];
@@ -975,32 +1014,34 @@ function emitSet(r: Ranges): Out {
       }
     }
   }
-  if (bmpCount > 0) alts.push(bmpCount === 1 && single >= 0 ? bmp : `[${bmp}]`);
+  const alts: string[] = [];
+  let cost = bmp.length;
+  if (bmp.length > 0) alts.push(unitClass(bmp));
   // Pieces with the same low-surrogate range share one alternative with a class of leads.
-  const byLow = new Map<string, { hLo: number; hHi: number }[]>();
+  const byLow = new Map<string, { lo: number; hi: number }[]>();
   for (const p of astral) {
     const key = `${p.lLo}-${p.lHi}`;
-    let list = byLow.get(key);
-    if (list === undefined) byLow.set(key, (list = []));
-    const lastRange = list[list.length - 1];
-    if (lastRange !== undefined && lastRange.hHi + 1 === p.hLo) lastRange.hHi = p.hHi;
-    else list.push({ hLo: p.hLo, hHi: p.hHi });
+    let leads = byLow.get(key);
+    if (leads === undefined) byLow.set(key, (leads = []));
+    const last = leads[leads.length - 1];
+    if (last !== undefined && last.hi + 1 === p.hLo) last.hi = p.hHi;
+    else leads.push({ lo: p.hLo, hi: p.hHi });
   }
   for (const [key, leads] of byLow) {
-    const [lLo, lHi] = key.split('-').map(Number);
-    const lead = leads.length === 1 ? unitRange(leads[0].hLo, leads[0].hHi) : `[${leads.map((x) => (x.hLo === x.hHi ? esc(x.hLo) : `${esc(x.hLo)}-${esc(x.hHi)}`)).join('')}]`;
-    alts.push(lead + unitRange(lLo, lHi));
+    const [lo, hi] = key.split('-').map(Number);
+    alts.push(unitClass(leads) + unitClass([{ lo, hi }]));
+    cost += leads.length + 1;
   }
-  if (alts.length === 0) return { s: '[]', atom: true }; // matches nothing
-  if (alts.length === 1) return { s: alts[0], atom: bmpCount > 0 };
-  return { s: `(?:${alts.join('|')})`, atom: true };
+  if (alts.length === 0) return { s: '[]', atom: true, cost: 1 }; // matches nothing
+  if (alts.length === 1) return { s: alts[0], atom: bmp.length > 0, cost };
+  return { s: `(?:${alts.join('|')})`, atom: true, cost };
 }
 
 function emitLiteral(cp: number): Out {
-  if (cp >= 0xd800 && cp <= 0xdfff) return { s: '[]', atom: true };
-  if (cp <= 0xffff) return { s: esc(cp), atom: true };
+  if (cp >= 0xd800 && cp <= 0xdfff) return { s: '[]', atom: true, cost: 1 };
+  if (cp <= 0xffff) return { s: esc(cp), atom: true, cost: 1 };
   const v = cp - 0x10000;
-  return { s: esc(0xd800 + (v >> 10)) + esc(0xdc00 + (v & 0x3ff)), atom: false };
+  return { s: esc(0xd800 + (v >> 10)) + esc(0xdc00 + (v & 0x3ff)), atom: false, cost: 2 };
 }
 
 function wrap(o: Out): string {
@@ -1049,6 +1090,19 @@ function quantifier(min: number, max: number): string {
   return min === max ? `{${min}}` : `{${min},${max}}`;
 }
 
+/** Concatenation of pieces (never an atom unless it is a single atom). */
+function seq(parts: Out[]): Out {
+  if (parts.length === 1) return parts[0];
+  let s = '';
+  let cost = 0;
+  for (const p of parts) {
+    s += p.s;
+    cost += p.cost;
+    checkSize(s.length);
+  }
+  return { s, atom: false, cost };
+}
+
 /**
  * Emits `n`. `repl` is the product of the bounds of the native quantifiers around it (V8's
  * replication factor, which must stay <= 16); `keep` says whether capture groups stay capturing.
@@ -1056,28 +1110,28 @@ function quantifier(min: number, max: number): string {
 function emit(n: Node, repl: number, keep: boolean): Out {
   switch (n.k) {
     case 'empty':
-      return { s: '', atom: false };
+      return { s: '', atom: false, cost: 0 };
     case 'lit':
       return emitLiteral(n.cp);
     case 'set':
       return emitSet(n.r);
-    case 'assert':
-      return { s: n.a === 'bot' || n.a === 'bol' ? '^' : n.a === 'wb' ? '\\b' : n.a === 'nwb' ? '\\B' : '$', atom: false };
-    case 'cat': {
-      let s = '';
-      for (const x of n.items) {
-        s += emit(x, repl, keep).s;
-        checkSize(s.length);
-      }
-      return { s, atom: false };
+    case 'assert': {
+      const s = n.a === 'bot' || n.a === 'bol' ? '^' : n.a === 'wb' ? '\\b' : n.a === 'nwb' ? '\\B' : '$';
+      return { s, atom: false, cost: 1 };
     }
-    case 'alt':
-      return { s: `(?:${n.items.map((x) => emit(x, repl, keep).s).join('|')})`, atom: true };
+    case 'cat':
+      return seq(n.items.map((x) => emit(x, repl, keep)));
+    case 'alt': {
+      const items = n.items.map((x) => emit(x, repl, keep));
+      const s = `(?:${items.map((x) => x.s).join('|')})`;
+      checkSize(s.length);
+      return { s, atom: true, cost: items.reduce((c, x) => c + x.cost, 0) };
+    }
     case 'cap': {
-      const sub = emit(n.sub, repl, keep).s;
-      if (!keep) return { s: `(?:${sub})`, atom: true };
-      const named = n.name !== undefined && /^[A-Za-z_][A-Za-z0-9_]*$/.test(n.name);
-      return { s: named ? `(?<${n.name}>${sub})` : `(${sub})`, atom: true };
+      const sub = emit(n.sub, repl, keep);
+      if (!keep) return { s: `(?:${sub.s})`, atom: true, cost: sub.cost };
+      const named = n.jsName !== undefined;
+      return { s: named ? `(?<${n.jsName}>${sub.s})` : `(${sub.s})`, atom: true, cost: sub.cost };
     }
     case 'rep':
       return emitRepeat(n, repl, keep);
@@ -1090,58 +1144,66 @@ function emitRepeat(n: Extract<Node, { k: 'rep' }>, repl: number, keep: boolean)
   const captures = keep && hasCapture(sub);
   if (max === 0) {
     // x{0}: nothing, but its capture groups must still exist (and never participate).
-    return captures ? { s: `(?:[]${emit(sub, repl, true).s})?`, atom: true } : { s: '', atom: false };
+    if (!captures) return { s: '', atom: false, cost: 0 };
+    const x = emit(sub, repl, true);
+    return { s: `(?:[]${x.s})?`, atom: true, cost: x.cost + 1 };
   }
   const factor = max === Infinity ? min + 1 : max;
   if (factor <= LINEAR_REPLICATION && repl * factor <= LINEAR_REPLICATION) {
-    return { s: wrap(emit(sub, repl * factor, keep)) + quantifier(min, max) + lazy, atom: false };
+    const x = emit(sub, repl * factor, keep);
+    return { s: wrap(x) + quantifier(min, max) + lazy, atom: false, cost: x.cost * factor };
   }
   // Too many replications for the engine: unroll, as RE2 itself does.
-  const copies = (k: number): string => {
-    if (k <= 0) return '';
+  const copies = (k: number): Out => {
+    if (k <= 0) return { s: '', atom: false, cost: 0 };
     const chunk = Math.min(k, Math.floor(LINEAR_REPLICATION / (repl * innerReplication(sub))));
     if (chunk >= 2) {
-      const unit = wrap(emit(sub, repl * chunk, false));
+      const x = emit(sub, repl * chunk, false);
+      const unit = wrap(x);
       const whole = Math.floor(k / chunk);
       const rest = k % chunk;
       checkSize((unit.length + 5) * (whole + 1));
-      return `${unit}{${chunk}}`.repeat(whole) + (rest === 0 ? '' : rest === 1 ? unit : `${unit}{${rest}}`);
+      const s = `${unit}{${chunk}}`.repeat(whole) + (rest === 0 ? '' : rest === 1 ? unit : `${unit}{${rest}}`);
+      return { s, atom: false, cost: x.cost * k };
     }
-    const unit = wrap(emit(sub, repl, false));
+    const x = emit(sub, repl, false);
+    const unit = wrap(x);
     checkSize(unit.length * k);
-    return unit.repeat(k);
+    return { s: unit.repeat(k), atom: false, cost: x.cost * k };
   };
-  const optionalNest = (k: number): string => {
-    if (k <= 0) return '';
-    const unit = wrap(emit(sub, repl, false));
+  const optionalNest = (k: number): Out => {
+    if (k <= 0) return { s: '', atom: false, cost: 0 };
+    const x = emit(sub, repl, false);
+    const unit = wrap(x);
     checkSize((unit.length + 6) * k);
     let s = '';
     for (let i = 0; i < k; i++) s = `(?:${unit}${s})?${lazy}`;
-    return s;
+    return { s, atom: false, cost: x.cost * k };
   };
-  if (!captures) {
-    const tail = max === Infinity ? `${wrap(emit(sub, repl, false))}*${lazy}` : optionalNest(max - min);
-    const s = copies(min) + tail;
-    checkSize(s.length);
-    return { s, atom: false };
-  }
+  const star = (capturing: boolean): Out => {
+    const x = emit(sub, repl, capturing);
+    return { s: `${wrap(x)}*${lazy}`, atom: false, cost: x.cost };
+  };
+  if (!captures) return seq([copies(min), max === Infinity ? star(false) : optionalNest(max - min)]);
   // Capture groups report the last iteration, so exactly one copy captures and it must be the
   // one that runs last. For x{n} and x{n,} that is exact; for x{n,m} (and x{n,} under deeply
   // nested quantifiers) the optional copies are placed before the capturing one, which matches
   // the same strings but may pick different submatches than RE2 when x itself is ambiguous.
-  const capturing = (): string => wrap(emit(sub, repl, true));
-  let s: string;
-  if (max === min) {
-    s = copies(min - 1) + capturing();
-  } else if (max === Infinity) {
-    s = repl * 2 <= LINEAR_REPLICATION
-      ? `${copies(min - 1)}${wrap(emit(sub, repl * 2, true))}+${lazy}`
-      : `${copies(min - 1)}${wrap(emit(sub, repl, false))}*${lazy}${capturing()}`;
-  } else if (min === 0) {
-    s = `(?:${optionalNest(max - 1)}${capturing()})?${lazy}`;
-  } else {
-    s = copies(min - 1) + optionalNest(max - min) + capturing();
+  const capturing = (): Out => {
+    const x = emit(sub, repl, true);
+    return { s: wrap(x), atom: true, cost: x.cost };
+  };
+  if (max === min) return seq([copies(min - 1), capturing()]);
+  if (max === Infinity) {
+    if (repl * 2 <= LINEAR_REPLICATION) {
+      const x = emit(sub, repl * 2, true);
+      return seq([copies(min - 1), { s: `${wrap(x)}+${lazy}`, atom: false, cost: x.cost * 2 }]);
+    }
+    return seq([copies(min - 1), star(false), capturing()]);
   }
-  checkSize(s.length);
-  return { s, atom: false };
+  if (min === 0) {
+    const inner = seq([optionalNest(max - 1), capturing()]);
+    return { s: `(?:${inner.s})?${lazy}`, atom: false, cost: inner.cost };
+  }
+  return seq([copies(min - 1), optionalNest(max - min), capturing()]);
 }

@@ -2,10 +2,11 @@
 // collected with its path and reported at once through ConfigError; things keel accepts but does not
 // act on are reported as warnings.
 
+import { compileFormat } from '../common/header-format';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parseDocument } from 'yaml';
-import { compileRe2, compileSubstitution } from '../common/re2';
+import { compileRe2, compileRe2Full, compileSubstitution } from '../common/re2';
 import { Diagnostics, IgnoredFields, isObject, readAny, Reader } from './decode';
 import { ConfigError } from './errors';
 import type {
@@ -650,7 +651,7 @@ function regexField(r: Reader, field: string): string | undefined {
   return r.sub(field, 'RegexMatcher', (m) => {
     const regex = m.requiredStr('regex');
     if (regex === '') return undefined;
-    const compiled = compileRe2(regex);
+    const compiled = compileRe2Full(regex);
     if ('error' in compiled) {
       m.problem(`invalid regex: ${compiled.error}`, 'regex');
       return undefined;
@@ -849,6 +850,12 @@ function decodeHeaderValueOption(r: Reader): HeaderValueOption | undefined {
     const which = h.oneof(['value', 'raw_value'], false);
     const value = which === 'raw_value' ? (h.optBytes('raw_value') ?? '') : h.str('value');
     checkHeaderValue(h, which ?? 'value', value);
+    try {
+      compileFormat(value); // %COMMAND% substitutions are checked here, with their path
+    } catch (e) {
+      h.problem((e as Error).message, which ?? 'value');
+      ok = false;
+    }
     return ok ? { key: key.toLowerCase(), value } : undefined;
   });
   if (!r.has('header')) r.problem('header is required', 'header');

@@ -7,8 +7,8 @@
 import type * as net from 'node:net';
 import { ErrorCode, grpcStatusForHttp, LOCAL_REPLIES } from '../common/errors';
 import { finalizeRequestHeaders, finalizeResponseHeaders, routeReply, sslRedirectLocation, stripInternalOnlyHeaders } from '../router/apply';
-import type { FormatContext } from '../router/header-formatter';
-import { ClusterPick, CompiledRoute, isGrpcContentType, RouteInput } from '../router/route-table';
+import type { FormatContext } from '../common/header-format';
+import { ClusterPick, CompiledRoute, isGrpcContentType, RouteInput, stripHostPort } from '../router/route-table';
 import type { Cluster } from '../upstream/cluster';
 import type { Host } from '../upstream/host';
 import type { PoolCallbacks, UpstreamStream } from '../upstream/types';
@@ -170,6 +170,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       return;
     }
     this.sanitize(headers, cfg.useRemoteAddress);
+    if (cfg.stripAnyHostPort || cfg.stripMatchingHostPort) this.stripHostPort(headers);
     if (expectContinue) this.downstream.writeInterim(100, new HeaderMap());
 
     const table = hcm.routes.current();
@@ -250,6 +251,18 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     this.waitingForPool = true;
     this.upstreamStart = Date.now();
     host.pool(cluster.http2).newStream(this);
+  }
+
+  /** strip_any_host_port / strip_matching_host_port: the port leaves :authority before routing. */
+  private stripHostPort(headers: HeaderMap): void {
+    const host = this.authority;
+    const stripped = stripHostPort(host);
+    if (stripped === host) return;
+    const port = Number(host.slice(stripped.length + 1));
+    if (this.hcm.config.stripAnyHostPort || port === this.localPort) {
+      this.authority = stripped;
+      headers.set(':authority', stripped);
+    }
   }
 
   private sanitize(headers: HeaderMap, useRemoteAddress: boolean): void {

@@ -7,7 +7,7 @@
 import type { RedirectAction } from '../config/types';
 import { HeaderMap } from '../http/headers';
 import { redirectLocation, rewrittenHost } from './actions';
-import type { FormatContext } from './header-formatter';
+import type { FormatContext } from '../common/header-format';
 import type { ClusterPick, CompiledRoute, RouteTable } from './route-table';
 
 /** Envoy removes a route table's internal_only_headers from requests that are not internal. */

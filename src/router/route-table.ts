@@ -23,7 +23,7 @@ import {
   parseQuery,
   QueryPredicate,
 } from './matchers';
-import { CompiledFormat, compileFormat, FormatContext, renderFormat } from './header-formatter';
+import { CompiledFormat, compileFormat, FormatContext, renderFormat } from '../common/header-format';
 
 /** What the router needs to know about a request. Headers include the pseudo-headers. */
 export interface RouteInput {

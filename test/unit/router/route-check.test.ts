@@ -274,7 +274,7 @@ virtual_hosts:
   );
   const r = await run('-c', f.c, '-t', f.t);
   t.equal(r.code, 1);
-  t.match(r.stderr, /^keel: config error: .*routes\.yaml: unsupported header substitution %NOT_A_COMMAND%/);
+  t.match(r.stderr, /^keel: config error: virtual_hosts\[0\]\.routes\[0\]\.request_headers_to_add\[0\]\.header\.value: unsupported header substitution %NOT_A_COMMAND%/);
 });
 
 t.test('a bad test file reports the path of each problem', async (t) => {

@@ -8,8 +8,8 @@ import { HeaderMap } from '../../../src/http/headers';
 import { compileHeaderMatcher, parseQuery } from '../../../src/router/matchers';
 import { CompiledRoute, isGrpcContentType, RouteInput, RouteResult, RouteTable, Runtime } from '../../../src/router/route-table';
 import { finalizeRequestHeaders, routeReply, stripInternalOnlyHeaders } from '../../../src/router/apply';
-import type { FormatContext } from '../../../src/router/header-formatter';
-import { compileFormat, renderFormat } from '../../../src/router/header-formatter';
+import type { FormatContext } from '../../../src/common/header-format';
+import { compileFormat, renderFormat } from '../../../src/common/header-format';
 
 function table(yaml: string): RouteTable {
   return new RouteTable(parseRouteConfigurationText(yaml, 'test').routes);
