@@ -9,6 +9,8 @@ declare global {
   interface Buffer {
     /** Node's fast latin1 decoder (what buf.toString('latin1', s, e) calls after its checks). */
     latin1Slice(start?: number, end?: number): string;
+    /** Node's latin1 encoder without buf.write's argument juggling. */
+    latin1Write(s: string, offset?: number, length?: number): number;
   }
 }
 
@@ -85,7 +87,7 @@ function isToken(s: string): boolean {
 }
 
 // Control characters other than HTAB, CR and LF are never valid in a head; CR and LF only as CRLF.
-const BAD_HEAD_CHARS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
+const BAD_HEAD_CHARS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r[^\n]|[^\r]\n|\r$|^\n/;
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
 

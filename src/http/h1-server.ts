@@ -3,6 +3,7 @@
 // or close-delimited framing. Also the raw pipe after an accepted Upgrade. Never buffers a body.
 
 import type * as net from 'node:net';
+import { coarseNow } from '../common/clock';
 import { ConnectionManager, httpDate } from './conn-manager';
 import { H1Handler, H1Head, H1Parser, ParseErrorInfo, chunkHeader, serializeFields, statusLine } from './h1-codec';
 import { HeaderMap } from './headers';
@@ -21,7 +22,9 @@ export class H1ServerConnection implements H1Handler, Downstream {
   private closeAfterResponse = false;
   private responseEnded = false;
   private headOnlyResponse = false;
-  private corked = false;
+  /** A response head not yet written: it goes out together with the first body bytes. */
+  private pendingHead: string | undefined;
+  private flushScheduled = false;
   private closed = false;
   private upgraded = false;
   private readonly info: ConnectionInfo;
@@ -51,10 +54,11 @@ export class H1ServerConnection implements H1Handler, Downstream {
     socket.on('close', this.onClose);
     socket.on('drain', this.onDrain);
     socket.on('end', this.onEnd);
-    if (cfg.idleTimeoutMs > 0) {
-      socket.setTimeout(cfg.idleTimeoutMs);
-      socket.on('timeout', this.onIdle);
-    }
+    this.lastActive = coarseNow();
+  }
+
+  get idleTimeoutMs(): number {
+    return this.hcm.config.idleTimeoutMs;
   }
 
   get protocol(): 'HTTP/1.0' | 'HTTP/1.1' {
@@ -66,7 +70,11 @@ export class H1ServerConnection implements H1Handler, Downstream {
     this.parser.execute(data);
   }
 
+  /** coarse time of the last read, for the listener's idle sweep (HCM idle_timeout) */
+  lastActive = 0;
+
   private readonly onData = (data: Buffer): void => {
+    this.lastActive = coarseNow();
     this.parser.execute(data);
   };
 
@@ -80,9 +88,10 @@ export class H1ServerConnection implements H1Handler, Downstream {
     else this.closeAfterResponse = true;
   };
 
-  private readonly onIdle = (): void => {
-    if (this.stream === undefined) this.socket.destroy();
-  };
+  /** Called by the listener's sweep: closes the connection if it has been idle for `idleMs`. */
+  closeIfIdle(now: number, idleMs: number): void {
+    if (this.stream === undefined && !this.upgraded && now - this.lastActive >= idleMs) this.socket.destroy();
+  }
 
   private readonly onError = (): void => {
     // 'close' follows
@@ -180,26 +189,43 @@ export class H1ServerConnection implements H1Handler, Downstream {
     if (this.closeAfterResponse) head += 'connection: close\r\n';
     else if (this.versionMinor === 0) head += 'connection: keep-alive\r\n';
     head += CRLF;
-    const s = this.socket;
     if (endStream) {
-      s.write(head, 'latin1');
+      this.socket.write(head, 'latin1');
       this.endResponse();
       return;
     }
-    if (!this.corked) {
-      // Head and the first body bytes usually arrive together: one write for both.
-      this.corked = true;
-      s.cork();
-      process.nextTick(uncork, this);
+    // Head and the first body bytes usually arrive in the same upstream read: hold the head and
+    // write both as one buffer (one syscall, no cork/writev machinery); flush it alone otherwise.
+    this.pendingHead = head;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(flushHead, this);
     }
-    s.write(head, 'latin1');
   }
 
-  uncork(): void {
-    if (this.corked) {
-      this.corked = false;
-      this.socket.uncork();
+  flushHead(): void {
+    this.flushScheduled = false;
+    const h = this.pendingHead;
+    if (h !== undefined) {
+      this.pendingHead = undefined;
+      this.socket.write(h, 'latin1');
     }
+  }
+
+  /** prefix (the pending head, if any, then `prefix`), chunk and suffix as one buffer. */
+  private frame(prefix: string, chunk: Buffer, suffix: string): Buffer {
+    const h = this.pendingHead;
+    if (h !== undefined) {
+      this.pendingHead = undefined;
+      prefix = h + prefix;
+    }
+    if (prefix.length === 0 && suffix.length === 0) return chunk;
+    const pl = prefix.length;
+    const out = Buffer.allocUnsafe(pl + chunk.length + suffix.length);
+    if (pl > 0) out.latin1Write(prefix, 0, pl);
+    chunk.copy(out, pl);
+    if (suffix.length > 0) out.latin1Write(suffix, pl + chunk.length);
+    return out;
   }
 
   writeData(chunk: Buffer, endStream: boolean): boolean {
@@ -207,18 +233,22 @@ export class H1ServerConnection implements H1Handler, Downstream {
     let ok = true;
     if (this.headOnlyResponse) {
       // HEAD: no body on the wire
+      this.flushHead();
     } else if (this.chunked) {
       if (chunk.length > 0) {
-        s.write(chunkHeader(chunk.length), 'latin1');
-        s.write(chunk);
-        ok = s.write(endStream ? '\r\n0\r\n\r\n' : CRLF, 'latin1');
-      } else if (endStream) ok = s.write('0\r\n\r\n', 'latin1');
-    } else if (chunk.length > 0) ok = s.write(chunk);
+        ok = s.write(this.frame(chunkHeader(chunk.length), chunk, endStream ? '\r\n0\r\n\r\n' : CRLF));
+      } else if (endStream) {
+        this.flushHead();
+        ok = s.write('0\r\n\r\n', 'latin1');
+      }
+    } else if (chunk.length > 0) ok = s.write(this.frame('', chunk, ''));
+    else this.flushHead();
     if (endStream) this.endResponse();
     return ok;
   }
 
   writeTrailers(trailers: HeaderMap): void {
+    this.flushHead();
     if (this.chunked) this.socket.write('0\r\n' + serializeFields(trailers.raw) + CRLF, 'latin1');
     this.endResponse();
   }
@@ -226,7 +256,7 @@ export class H1ServerConnection implements H1Handler, Downstream {
   private endResponse(): void {
     if (this.responseEnded) return;
     this.responseEnded = true;
-    this.uncork();
+    this.flushHead();
     if (this.closeAfterResponse) this.socket.end();
   }
 
@@ -258,7 +288,6 @@ export class H1ServerConnection implements H1Handler, Downstream {
     s.removeListener('data', this.onData);
     s.removeListener('drain', this.onDrain);
     s.removeListener('end', this.onEnd);
-    s.setTimeout(0);
     const pending = this.parser.takeLeftover();
     if (pending && pending.length > 0) upstream.write(pending);
     s.pipe(upstream);
@@ -287,6 +316,6 @@ export class H1ServerConnection implements H1Handler, Downstream {
   }
 }
 
-function uncork(c: H1ServerConnection): void {
-  c.uncork();
+function flushHead(c: H1ServerConnection): void {
+  c.flushHead();
 }

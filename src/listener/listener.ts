@@ -10,6 +10,7 @@ import { H1ServerConnection } from '../http/h1-server';
 import { H2Server } from '../http/h2-server';
 import { RouteTable } from '../router/route-table';
 import type { ClusterManager } from '../upstream/cluster-manager';
+import { onSweep } from '../common/clock';
 import { TcpProxy } from './tcp-proxy';
 
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -68,12 +69,22 @@ export class Listener {
   private readonly connections = new Set<net.Socket>();
   private readonly h1Connections = new Set<H1ServerConnection>();
   private draining = false;
+  private readonly stopSweep: () => void;
+
+  /** HCM idle_timeout for HTTP/1 connections, checked once a second. */
+  private readonly sweep = (now: number): void => {
+    for (const c of this.h1Connections) {
+      const idle = c.idleTimeoutMs;
+      if (idle > 0) c.closeIfIdle(now, idle);
+    }
+  };
 
   constructor(readonly config: ListenerConfig, deps: ListenerDeps) {
     this.name = config.name;
     this.chains = config.filterChains.map((c) => new Chain(c, deps));
     if (config.defaultFilterChain) this.defaultChain = new Chain(config.defaultFilterChain, deps);
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, this.onConnection);
+    this.stopSweep = onSweep(this.sweep);
     this.server.on('error', () => undefined);
   }
 
@@ -216,6 +227,7 @@ export class Listener {
    */
   stopAccepting(): void {
     this.draining = true;
+    this.stopSweep();
     this.server.close();
     for (const c of this.h1Connections) c.drain();
     for (const ch of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) ch.h2?.drain();

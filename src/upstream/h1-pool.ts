@@ -5,6 +5,7 @@
 
 import * as net from 'node:net';
 import * as tls from 'node:tls';
+import { coarseNow, onSweep } from '../common/clock';
 import type { ErrorCode } from '../common/errors';
 import { H1Handler, H1Head, H1Parser, ParseErrorInfo, chunkHeader, serializeFields } from '../http/h1-codec';
 import { HeaderMap } from '../http/headers';
@@ -34,7 +35,8 @@ export class H1Connection implements UpstreamStream, H1Handler {
   private gotResponseHead = false;
   private upgradeRequested = false;
   private connectTimer: NodeJS.Timeout | undefined;
-  private idleTimer: NodeJS.Timeout | undefined;
+  /** coarse time this connection became idle (for the pool's idle sweep) */
+  idleSince = 0;
   requestsServed = 0;
 
   constructor(readonly host: Host, private readonly pool: H1Pool) {
@@ -117,8 +119,7 @@ export class H1Connection implements UpstreamStream, H1Handler {
     this.state = ConnState.Closed;
     this.cb = undefined;
     if (this.connectTimer) clearTimeout(this.connectTimer);
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.connectTimer = this.idleTimer = undefined;
+    this.connectTimer = undefined;
     this.socket.destroy();
     this.pool.onConnectionClosed(this);
   }
@@ -129,10 +130,6 @@ export class H1Connection implements UpstreamStream, H1Handler {
 
   /** Pool hands this connection to a request. */
   assign(cb: PoolCallbacks): void {
-    if (this.idleTimer) {
-      clearTimeout(this.idleTimer);
-      this.idleTimer = undefined;
-    }
     this.state = ConnState.Busy;
     this.cb = cb;
     this.requestDone = false;
@@ -143,16 +140,15 @@ export class H1Connection implements UpstreamStream, H1Handler {
     this.requestsServed++;
   }
 
-  setIdle(idleTimeoutMs: number): void {
+  setIdle(): void {
     this.state = ConnState.Idle;
     this.cb = undefined;
-    if (idleTimeoutMs > 0) this.idleTimer = setTimeout(this.onIdleTimeout, idleTimeoutMs);
+    this.idleSince = coarseNow();
   }
 
-  private readonly onIdleTimeout = (): void => {
-    this.idleTimer = undefined;
-    if (this.state === ConnState.Idle) this.close();
-  };
+  get idle(): boolean {
+    return this.state === ConnState.Idle;
+  }
 
   // --- UpstreamStream
 
@@ -316,10 +312,25 @@ export class H1Pool implements ConnPool {
   private readonly pending: PoolCallbacks[] = [];
   private draining = false;
 
+  private stopSweep: (() => void) | undefined;
+
   constructor(private readonly host: Host) {}
 
   get activeConnections(): number {
     return this.all.size;
+  }
+
+  /** Closes connections idle for longer than the cluster's idle_timeout (checked once a second). */
+  private armSweep(): void {
+    const timeout = this.host.cluster.config.idleTimeoutMs;
+    if (timeout <= 0 || this.stopSweep !== undefined) return;
+    this.stopSweep = onSweep((now) => {
+      for (const c of [...this.idle]) if (now - c.idleSince >= timeout) c.close();
+      if (this.all.size === 0 && this.stopSweep) {
+        this.stopSweep();
+        this.stopSweep = undefined;
+      }
+    });
   }
 
   newStream(cb: PoolCallbacks): void {
@@ -386,8 +397,9 @@ export class H1Pool implements ConnPool {
       c.close();
       return;
     }
-    c.setIdle(this.host.cluster.config.idleTimeoutMs);
+    c.setIdle();
     this.idle.push(c);
+    this.armSweep();
   }
 
   onConnectFailure(c: H1Connection, code: ErrorCode, detail: string): void {
