@@ -1,22 +1,23 @@
 // keel_native N-API glue: validates arguments, calls the sockopts.h helpers, and turns their errno
 // results into thrown JS errors shaped like Node's system errors ({ code: 'ENOENT', errno: -2,
-// syscall }). Everything is synchronous and cheap (one or two syscalls on an existing fd).
-// Must not: own, close or dup an fd (Node's handle owns it), block, keep state between calls,
-// or use C++ exceptions (built with NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS).
+// syscall }). These calls are synchronous and cheap (one or two syscalls on an existing fd); the
+// one asynchronous export, peek(), lives in peek.cc (with its own contract in peek.h).
+// Must not (here): own, close or dup an fd (Node's handle owns it), block, keep state between
+// calls, or use C++ exceptions (built with NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS).
 #include <napi.h>
 
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <string>
 
-#include "errno_names.h"
+#include "js_errors.h"
+#include "peek.h"
 #include "sockopts.h"
 
 namespace {
 
 // Bumped whenever the JS-visible contract changes, so a stale build is not used by newer JS.
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;  // 2: peek()
 
 std::string Hint(int err, const char* syscall) {
   const std::string call(syscall);
@@ -35,16 +36,7 @@ std::string Hint(int err, const char* syscall) {
 }
 
 Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall) {
-  const char* name = keel::ErrnoName(err);
-  const std::string code = name != nullptr ? name : "E" + std::to_string(err);
-  const std::string message =
-      std::string(syscall) + " " + code + ": " + std::strerror(err) + Hint(err, syscall);
-  Napi::Error error = Napi::Error::New(env, message);
-  Napi::Object obj = error.Value();
-  obj.Set("code", Napi::String::New(env, code));
-  obj.Set("errno", Napi::Number::New(env, -err));
-  obj.Set("syscall", Napi::String::New(env, syscall));
-  error.ThrowAsJavaScriptException();
+  keel::ErrnoError(env, err, syscall, Hint(err, syscall)).ThrowAsJavaScriptException();
   return env.Undefined();
 }
 
@@ -116,6 +108,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("originalDst", Napi::Function::New(env, OriginalDst, "originalDst"));
   exports.Set("setTransparent", Napi::Function::New(env, SetTransparent, "setTransparent"));
   exports.Set("localAddress", Napi::Function::New(env, LocalAddress, "localAddress"));
+  keel::InitPeek(env, exports);
   return exports;
 }
 

@@ -10,6 +10,8 @@ import { HeaderMap } from './headers';
 import { ActiveStream, ConnectionInfo, Downstream } from './stream';
 
 const EMPTY = Buffer.alloc(0);
+const CONN_INFO = Symbol('keel.connectionInfo');
+const NO_INFO: ConnectionInfo = { remoteAddress: '', remotePort: 0, localAddress: '', localPort: 0, secure: false };
 
 class H2Downstream implements Downstream {
   readonly protocol = 'HTTP/2' as const;
@@ -146,27 +148,29 @@ export class H2Server {
         this.sessions.delete(session);
       });
       session.on('error', noop);
-      if (h2.initialConnectionWindowSize > 65535) session.setLocalWindowSize(h2.initialConnectionWindowSize);
+      if (h2.initialConnectionWindowSize > 65535) {
+        const widen = (): void => {
+          if (!session.destroyed) session.setLocalWindowSize(h2.initialConnectionWindowSize);
+        };
+        // Over TLS the session is set up once the socket is ready.
+        if (session.connecting) session.once('connect', widen);
+        else widen();
+      }
       const idle = hcm.config.idleTimeoutMs;
       if (idle > 0) session.setTimeout(idle, () => session.close());
     });
     this.server.on('stream', this.onStream);
   }
 
-  handle(socket: net.Socket, initial?: Buffer): void {
-    if (initial && initial.length > 0) socket.unshift(initial);
+  /** Serves an HTTP/2 connection; `info` carries the TCP addresses (a TLS or replay wrapper may not). */
+  handle(socket: net.Socket, info: ConnectionInfo): void {
+    (socket as unknown as Record<symbol, ConnectionInfo>)[CONN_INFO] = info;
     this.server.emit('connection', socket);
   }
 
   private readonly onStream = (s: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number): void => {
-    const sock = s.session?.socket;
-    const info: ConnectionInfo = {
-      remoteAddress: sock?.remoteAddress ?? '',
-      remotePort: sock?.remotePort ?? 0,
-      localAddress: sock?.localAddress ?? '',
-      localPort: sock?.localPort ?? 0,
-      secure: (sock as { encrypted?: boolean } | undefined)?.encrypted === true,
-    };
+    const sock = s.session?.socket as unknown as Record<symbol, ConnectionInfo> | undefined;
+    const info: ConnectionInfo = sock?.[CONN_INFO] ?? NO_INFO;
     const map = requestHeaders(headers, info.secure);
     const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
     const d = new H2Downstream(s);

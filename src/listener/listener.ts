@@ -12,8 +12,19 @@ import { RouteTable } from '../router/route-table';
 import type { ClusterManager } from '../upstream/cluster-manager';
 import { onSweep } from '../common/clock';
 import { TcpProxy } from './tcp-proxy';
+import { H2_PREFACE, ReplaySocket, sniffConnection } from './peek';
+import type { ConnectionInfo } from '../http/stream';
 
-const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+const TLS_INFO = Symbol('keel.tlsConnectionInfo');
+
+/** The listener-filter decision: TLS by its first byte, h2c by the whole preface, else HTTP/1. */
+function wantProtocol(b: Buffer): 'more' | 'done' {
+  if (b.length === 0) return 'more';
+  if (b[0] === 0x16) return 'done';
+  const n = Math.min(b.length, H2_PREFACE.length);
+  if (b.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) return n === H2_PREFACE.length ? 'done' : 'more';
+  return 'done';
+}
 
 export interface ListenerDeps {
   readonly clusters: ClusterManager;
@@ -26,8 +37,8 @@ class Chain {
   readonly hcm?: ConnectionManager;
   readonly h2?: H2Server;
   readonly tcp?: TcpProxy;
-  readonly secureContext?: tls.SecureContext;
   readonly tlsServerOptions?: tls.TlsOptions;
+  readonly tlsServer?: tls.Server;
 
   constructor(readonly config: FilterChainConfig, deps: ListenerDeps) {
     const f = config.filter;
@@ -43,6 +54,7 @@ class Chain {
     }
     const t = config.tls;
     if (t && t.certificates.length > 0) {
+
       const alpn = t.alpnProtocols.length > 0 ? [...t.alpnProtocols] : this.h2 ? ['h2', 'http/1.1'] : ['http/1.1'];
       this.tlsServerOptions = {
         cert: t.certificates.map((c) => c.certChain),
@@ -52,8 +64,18 @@ class Chain {
         rejectUnauthorized: t.requireClientCertificate,
         ALPNProtocols: alpn,
       };
-      this.secureContext = tls.createSecureContext(this.tlsServerOptions);
+      this.tlsServer = tls.createServer(this.tlsServerOptions);
+      this.tlsServer.on('tlsClientError', (_e, s) => s.destroy());
+      this.tlsServer.on('secureConnection', (ts: tls.TLSSocket) => this.onSecure(ts));
     }
+  }
+
+  /** Set by the listener: where a handshaken connection goes. */
+  onSecure: (t: tls.TLSSocket) => void = (t) => t.destroy();
+
+  connectionInfo(t: tls.TLSSocket): ConnectionInfo {
+    const parent = (t as unknown as { _parent?: Record<symbol, ConnectionInfo> })._parent;
+    return parent?.[TLS_INFO] ?? { remoteAddress: t.remoteAddress ?? '', remotePort: t.remotePort ?? 0, localAddress: t.localAddress ?? '', localPort: t.localPort ?? 0, secure: true };
   }
 
   get isTls(): boolean {
@@ -83,7 +105,15 @@ export class Listener {
     this.name = config.name;
     this.chains = config.filterChains.map((c) => new Chain(c, deps));
     if (config.defaultFilterChain) this.defaultChain = new Chain(config.defaultFilterChain, deps);
-    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, this.onConnection);
+    for (const chain of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) {
+      chain.onSecure = (t) => {
+        const info = chain.connectionInfo(t);
+        if (chain.tcp) chain.tcp.handle(t, undefined);
+        else if (t.alpnProtocol === 'h2' && chain.h2) chain.h2.handle(t, info);
+        else this.serveH1(t, chain, undefined, info);
+      };
+    }
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, this.onConnection);
     this.stopSweep = onSweep(this.sweep);
     this.server.on('error', () => undefined);
   }
@@ -120,6 +150,7 @@ export class Listener {
   }
 
   private readonly onConnection = (socket: net.Socket): void => {
+    // The server pauses accepted sockets: nothing is read until a consumer (or a peek) asks.
     if (this.draining) {
       socket.destroy();
       return;
@@ -132,43 +163,34 @@ export class Listener {
       socket.destroy();
       return;
     }
-    const needsSniff = candidates.some((c) => c.isTls) || candidates.some((c) => c.h2 !== undefined);
-    if (!needsSniff) {
-      this.serve(socket, candidates[0], undefined);
+    const tlsMixed = candidates.some((c) => c.isTls) && candidates.some((c) => !c.isTls);
+    const h2Sniff = candidates.some((c) => !c.isTls && c.h2 !== undefined && c.hcm!.config.codecType === 'AUTO');
+    if (!tlsMixed && !h2Sniff) {
+      this.serve(socket, candidates[0], undefined, false);
       return;
     }
-    const timeoutMs = this.config.listenerFiltersTimeoutMs;
-    let timer: NodeJS.Timeout | undefined;
-    let buffered: Buffer | undefined;
-    const onData = (d: Buffer): void => {
-      buffered = buffered ? Buffer.concat([buffered, d]) : d;
-      // Wait until the preface can be told apart (24 bytes) unless it already differs.
-      if (buffered[0] !== 0x16 && buffered.length < H2_PREFACE.length && H2_PREFACE.subarray(0, buffered.length).equals(buffered)) return;
-      done();
-    };
-    const done = (): void => {
-      if (timer) clearTimeout(timer);
-      socket.removeListener('data', onData);
-      socket.removeListener('end', done);
-      socket.pause();
-      const b = buffered;
-      const isTls = b !== undefined && b[0] === 0x16;
-      const chain = candidates.find((c) => c.isTls === isTls) ?? (this.config.continueOnListenerFiltersTimeout || b ? candidates.find((c) => !c.isTls) : undefined);
-      if (!chain) {
-        socket.destroy();
-        return;
-      }
-      this.serve(socket, chain, b);
-      socket.resume();
-    };
-    socket.on('data', onData);
-    socket.once('end', done);
-    if (timeoutMs > 0) {
-      timer = setTimeout(() => {
-        if (this.config.continueOnListenerFiltersTimeout) done();
-        else socket.destroy();
-      }, timeoutMs);
-    }
+    sniffConnection(socket, { timeoutMs: this.config.listenerFiltersTimeoutMs, want: wantProtocol }).then(
+      (r) => {
+        if (socket.destroyed) return;
+        if (r.eof && r.bytes.length === 0) {
+          socket.destroy();
+          return;
+        }
+        if (r.timedOut && !this.config.continueOnListenerFiltersTimeout && r.bytes.length === 0) {
+          socket.destroy();
+          return;
+        }
+        const isTls = r.bytes.length > 0 && r.bytes[0] === 0x16;
+        const chain = candidates.find((c) => c.isTls === isTls);
+        if (!chain) {
+          socket.destroy();
+          return;
+        }
+        const isH2 = !isTls && r.bytes.length >= H2_PREFACE.length && r.bytes.subarray(0, H2_PREFACE.length).equals(H2_PREFACE);
+        this.serve(socket, chain, r.consumed ? r.bytes : undefined, isH2);
+      },
+      () => socket.destroy(),
+    );
   };
 
   /** Filter chains that fit the connection's destination, most specific first (Envoy's order). */
@@ -183,37 +205,43 @@ export class Listener {
     return this.defaultChain ? [...set, this.defaultChain] : set;
   }
 
-  private serve(raw: net.Socket, chain: Chain, initial: Buffer | undefined): void {
+  /**
+   * Hands a connection to its chain. `consumed` holds bytes already read off the socket (the
+   * sniffing twin without the addon); `isH2` says the sniff saw the HTTP/2 preface.
+   */
+  private serve(raw: net.Socket, chain: Chain, consumed: Buffer | undefined, isH2: boolean): void {
+    const info: ConnectionInfo = {
+      remoteAddress: raw.remoteAddress ?? '',
+      remotePort: raw.remotePort ?? 0,
+      localAddress: raw.localAddress ?? '',
+      localPort: raw.localPort ?? 0,
+      secure: chain.isTls,
+    };
     if (chain.isTls) {
-      const t = new tls.TLSSocket(raw, { isServer: true, secureContext: chain.secureContext, ...chain.tlsServerOptions });
-      if (initial) raw.unshift(initial);
-      t.on('error', () => t.destroy());
-      t.once('secure', () => {
-        if (chain.tcp) chain.tcp.handle(t, undefined);
-        else if (t.alpnProtocol === 'h2' && chain.h2) chain.h2.handle(t);
-        else this.serveH1(t, chain, undefined, true);
-      });
+      // A non-listening tls.Server does the handshake, so the socket it hands back is in the same
+      // state as one from a listening TLS server (node:http2 relies on that).
+      const base: net.Socket = consumed ? (new ReplaySocket(raw, consumed) as unknown as net.Socket) : raw;
+      (base as unknown as Record<symbol, ConnectionInfo>)[TLS_INFO] = info;
+      chain.tlsServer!.emit('connection', base);
       return;
     }
     if (chain.tcp) {
-      chain.tcp.handle(raw, initial);
+      chain.tcp.handle(raw, consumed);
       return;
     }
-    if (chain.h2 && (chain.hcm!.config.codecType === 'HTTP2' || (initial !== undefined && initial.length >= H2_PREFACE.length && initial.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)))) {
-      chain.h2.handle(raw, initial);
+    if (chain.h2 && (chain.hcm!.config.codecType === 'HTTP2' || isH2)) {
+      if (consumed) chain.h2.handle(new ReplaySocket(raw, consumed) as unknown as net.Socket, info);
+      else {
+        chain.h2.handle(raw, info);
+        raw.resume();
+      }
       return;
     }
-    this.serveH1(raw, chain, initial, false);
+    this.serveH1(raw, chain, consumed, info);
+    raw.resume();
   }
 
-  private serveH1(socket: net.Socket, chain: Chain, initial: Buffer | undefined, secure: boolean): void {
-    const info = {
-      remoteAddress: socket.remoteAddress ?? '',
-      remotePort: socket.remotePort ?? 0,
-      localAddress: socket.localAddress ?? '',
-      localPort: socket.localPort ?? 0,
-      secure,
-    };
+  private serveH1(socket: net.Socket, chain: Chain, initial: Buffer | undefined, info: ConnectionInfo): void {
     const c = new H1ServerConnection(socket, chain.hcm!, info, (closed) => this.h1Connections.delete(closed));
     this.h1Connections.add(c);
     if (this.draining) c.drain();

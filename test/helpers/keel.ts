@@ -1,7 +1,12 @@
 // Test helpers: run keel in-process from a bootstrap YAML template, and small real upstreams.
 // Everything binds port 0 on loopback and is closed by the returned cleanup.
 
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import * as http from 'node:http';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
 import * as net from 'node:net';
 import { parseBootstrapText } from '../../src/config/bootstrap';
 import { KeelServer } from '../../src/server/server';
@@ -132,4 +137,55 @@ export function rawExchange(port: number, data: string | Buffer, until?: (text: 
     s.on('error', reject);
     s.write(data);
   });
+}
+
+/** One listener with a TLS chain and a plaintext chain (Istio's PERMISSIVE shape): the first bytes decide. */
+export function mixedListenerYaml(upPort: number, crt: string, key: string): string {
+  const routes = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u } }] }`;
+  const hcm = `
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: mixed
+          route_config:
+            name: mixed
+            virtual_hosts:
+${routes}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router`;
+  return `
+static_resources:
+  listeners:
+  - name: mixed
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }
+    filter_chains:
+    - filter_chain_match: { transport_protocol: tls }
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: ${crt} }
+              private_key: { filename: ${key} }
+      filters:${hcm}
+    - filters:${hcm}
+  clusters:
+${cluster('u', upPort)}
+`;
+}
+
+
+/** A self-signed P-256 certificate for CN=localhost in a temp dir. */
+export async function selfSignedCert(): Promise<{ crt: string; key: string }> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'keel-cert-'));
+  const key = path.join(dir, 'key.pem');
+  const crt = path.join(dir, 'cert.pem');
+  await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', crt, '-subj', '/CN=localhost', '-days', '1']);
+  return { crt, key };
 }

@@ -1,18 +1,33 @@
 // The keel command as a user runs it: config errors and their exit code, --mode validate, and a
 // graceful SIGTERM (in-flight requests finish, new connections are refused, the process exits).
 import t from 'tap';
-import { spawn, ChildProcess } from 'node:child_process';
+import { execFile, spawn, ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { request } from 'undici';
-import { bootstrap, cluster, startUpstream } from '../helpers/keel';
+import { promisify } from 'node:util';
+import { bootstrap, cluster, mixedListenerYaml, selfSignedCert, startUpstream } from '../helpers/keel';
 
 const MAIN = path.join(__dirname, '../../src/cli/main.ts');
 
-function keel(args: string[]): ChildProcess {
+function keel(args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
   // execArgv carries tap's TypeScript loader, so the source runs as is.
-  return spawn(process.execPath, [...process.execArgv, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(process.execPath, [...process.execArgv, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+}
+
+/** Starts keel and resolves with the port its first listener reports. */
+function startProcess(args: string[], env?: NodeJS.ProcessEnv): Promise<{ p: ChildProcess; port: number }> {
+  const p = keel(args, env);
+  return new Promise((resolve, reject) => {
+    let err = '';
+    p.stderr!.on('data', (d) => {
+      err += d;
+      const m = /listener '[^']+' serving on port (\d+)/.exec(err);
+      if (m) resolve({ p, port: Number(m[1]) });
+    });
+    p.on('close', () => reject(new Error(`keel exited: ${err}`)));
+  });
 }
 
 function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -103,4 +118,19 @@ t.test('SIGTERM lets the in-flight request finish, refuses new ones, and exits 0
   t.equal(res.body, 'finished');
   t.equal(res.connection, 'close', 'the draining connection is closed after the response');
   t.equal(await exited, 0);
+});
+
+t.test('without the native addon (KEEL_NATIVE=0) sniffing reads and replays: h1, h2c and TLS h2 on one port', async (t) => {
+  const up = await startUpstream('u');
+  t.teardown(() => up.close());
+  const { crt, key } = await selfSignedCert();
+  const file = path.join(dir, 'mixed.yaml');
+  writeFileSync(file, mixedListenerYaml(up.port, crt, key));
+  const { p, port } = await startProcess(['-c', file], { ...process.env, KEEL_NATIVE: '0' });
+  t.teardown(() => p.kill('SIGKILL'));
+  const curl = async (...args: string[]) => (await promisify(execFile)('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', ...args])).stdout;
+  t.equal(await curl(`http://127.0.0.1:${port}/plain`), '1.1 200');
+  t.equal(await curl('--http2-prior-knowledge', `http://127.0.0.1:${port}/h2c`), '2 200');
+  t.equal(await curl('-k', '--http2', `https://localhost:${port}/tls`), '2 200');
+  t.same(up.requests.map((r) => r.headers['x-forwarded-proto']), ['http', 'http', 'https']);
 });
