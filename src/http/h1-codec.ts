@@ -87,7 +87,15 @@ function isToken(s: string): boolean {
 }
 
 // Control characters other than HTAB, CR and LF are never valid in a head; CR and LF only as CRLF.
-const BAD_HEAD_CHARS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r[^\n]|[^\r]\n|\r$|^\n/;
+const BAD_HEAD_CHARS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/;
+
+/** A CR or LF inside text[from, eol) (a line must end at its CRLF, nowhere else). */
+function bareCrLf(text: string, from: number, eol: number): boolean {
+  const n = text.indexOf('\n', from);
+  if (n >= 0 && n < eol) return true;
+  const r = text.indexOf('\r', from);
+  return r >= 0 && r < eol;
+}
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
 
@@ -203,7 +211,7 @@ export class H1Parser {
           const end = buf.indexOf(CRLFCRLF, pos);
           if (end < 0) {
             if (buf.length - pos > this.opts.maxHeaderBytes) return this.fail(E_TOO_LARGE);
-            this.pending = pos === 0 ? buf : Buffer.from(buf.subarray(pos));
+            this.pending = Buffer.from(buf.subarray(pos)); // a copy: buf may be a reused read buffer
             return;
           }
           if (end + 4 - pos > this.opts.maxHeaderBytes) return this.fail(E_TOO_LARGE);
@@ -355,6 +363,10 @@ export class H1Parser {
     }
     let lineEnd = head.indexOf('\r\n');
     if (lineEnd < 0) lineEnd = head.length;
+    if (bareCrLf(head, 0, lineEnd)) {
+      this.fail(E_BAD);
+      return false;
+    }
     const opts = this.opts;
     const raw: string[] = [];
     let method = '';
@@ -423,7 +435,7 @@ export class H1Parser {
       let eol = text.indexOf('\r\n', pos);
       if (eol < 0) eol = len;
       const c0 = text.charCodeAt(pos);
-      if (c0 === 32 || c0 === 9) {
+      if (c0 === 32 || c0 === 9 || bareCrLf(text, pos, eol)) {
         // obsolete line folding
         this.fail(E_BAD);
         return false;

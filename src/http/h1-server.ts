@@ -4,6 +4,7 @@
 
 import type * as net from 'node:net';
 import { coarseNow } from '../common/clock';
+import { isSharedReadBuffer } from '../upstream/h1-pool';
 import { ConnectionManager, httpDate } from './conn-manager';
 import { H1Handler, H1Head, H1Parser, ParseErrorInfo, chunkHeader, serializeFields, statusLine } from './h1-codec';
 import { HeaderMap } from './headers';
@@ -219,7 +220,7 @@ export class H1ServerConnection implements H1Handler, Downstream {
       this.pendingHead = undefined;
       prefix = h + prefix;
     }
-    if (prefix.length === 0 && suffix.length === 0) return chunk;
+    if (prefix.length === 0 && suffix.length === 0) return isSharedReadBuffer(chunk) ? Buffer.from(chunk) : chunk;
     const pl = prefix.length;
     const out = Buffer.allocUnsafe(pl + chunk.length + suffix.length);
     if (pl > 0) out.latin1Write(prefix, 0, pl);

@@ -44,11 +44,17 @@ export class H1Connection implements UpstreamStream, H1Handler {
     const opts: net.NetConnectOpts = { host: host.address, port: host.port, noDelay: true };
     if (c.upstreamBindSource) (opts as net.TcpNetConnectOpts).localAddress = c.upstreamBindSource.address;
     const tlsOpts = host.cluster.tlsOptionsFor(host);
-    this.socket = tlsOpts ? tls.connect({ ...opts, ...tlsOpts }) : net.connect(opts);
+    if (tlsOpts) {
+      this.socket = tls.connect({ ...opts, ...tlsOpts });
+      this.socket.on('data', this.onData);
+    } else {
+      // Plain TCP reads land in one shared buffer (no Readable machinery, no allocation per
+      // read); whatever outlives the callback is copied (see isSharedReadBuffer).
+      this.socket = net.connect({ ...opts, onread: { buffer: SHARED_READ_BUFFER, callback: this.onRead } } as net.NetConnectOpts);
+    }
     this.parser = new H1Parser(this, { isResponse: true, maxHeaderBytes: 96 * 1024, maxHeaders: 200 });
     const s = this.socket;
     s.on(tlsOpts ? 'secureConnect' : 'connect', this.onConnect);
-    s.on('data', this.onData);
     s.on('error', this.onError);
     s.on('close', this.onClose);
     s.on('drain', this.onDrain);
@@ -71,6 +77,19 @@ export class H1Connection implements UpstreamStream, H1Handler {
     this.connectTimer = undefined;
     if (this.state !== ConnState.Connecting) return;
     this.fail('KEEL_UPSTREAM_CONNECT_TIMEOUT', 'connection timeout');
+  };
+
+  /** After an accepted upgrade, reads are re-emitted as 'data' so the socket can be piped. */
+  private raw = false;
+
+  private readonly onRead = (nread: number, buf: Buffer): boolean => {
+    const data = buf.subarray(0, nread);
+    if (this.raw) {
+      this.socket.emit('data', Buffer.from(data));
+      return true;
+    }
+    this.onData(data);
+    return true;
   };
 
   private readonly onData = (data: Buffer): void => {
@@ -239,6 +258,7 @@ export class H1Connection implements UpstreamStream, H1Handler {
       this.parser.markUpgraded();
       const s = this.socket;
       s.removeListener('data', this.onData);
+      this.raw = true;
       s.removeListener('error', this.onError);
       s.removeListener('close', this.onClose);
       s.removeListener('drain', this.onDrain);
@@ -298,6 +318,14 @@ export class H1Connection implements UpstreamStream, H1Handler {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** The one buffer every plaintext upstream HTTP/1 read lands in (callbacks run one at a time). */
+const SHARED_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+/** True when `chunk` is a view of the shared read buffer: copy it before keeping it past the call. */
+export function isSharedReadBuffer(chunk: Buffer): boolean {
+  return chunk.buffer === SHARED_READ_BUFFER.buffer;
+}
 function uncork(s: net.Socket): void {
   s.uncork();
 }
