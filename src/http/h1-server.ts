@@ -4,7 +4,7 @@
 
 import type * as net from 'node:net';
 import { coarseNow } from '../common/clock';
-import { isSharedReadBuffer } from '../upstream/h1-pool';
+import { ownChunk, readIntoSharedBuffer } from '../common/read-buffer';
 import { ConnectionManager, httpDate } from './conn-manager';
 import { H1Handler, H1Head, H1Parser, ParseErrorInfo, chunkHeader, serializeFields, statusLine } from './h1-codec';
 import { HeaderMap } from './headers';
@@ -50,7 +50,7 @@ export class H1ServerConnection implements H1Handler, Downstream {
     });
     hcm.stats.downstreamCxTotal++;
     hcm.stats.downstreamCxActive++;
-    socket.on('data', this.onData);
+    if (!readIntoSharedBuffer(socket, this.onRead)) socket.on('data', this.onData);
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
     socket.on('drain', this.onDrain);
@@ -77,6 +77,14 @@ export class H1ServerConnection implements H1Handler, Downstream {
   private readonly onData = (data: Buffer): void => {
     this.lastActive = coarseNow();
     this.parser.execute(data);
+  };
+
+  /** Reads into the shared buffer; after an upgrade they are re-emitted as 'data' for the pipe. */
+  private readonly onRead = (nread: number, buf: Buffer): boolean => {
+    const data = buf.subarray(0, nread);
+    if (this.upgraded) this.socket.emit('data', Buffer.from(data));
+    else this.onData(data);
+    return true;
   };
 
   private readonly onDrain = (): void => {
@@ -220,7 +228,7 @@ export class H1ServerConnection implements H1Handler, Downstream {
       this.pendingHead = undefined;
       prefix = h + prefix;
     }
-    if (prefix.length === 0 && suffix.length === 0) return isSharedReadBuffer(chunk) ? Buffer.from(chunk) : chunk;
+    if (prefix.length === 0 && suffix.length === 0) return ownChunk(chunk);
     const pl = prefix.length;
     const out = Buffer.allocUnsafe(pl + chunk.length + suffix.length);
     if (pl > 0) out.latin1Write(prefix, 0, pl);

@@ -5,7 +5,7 @@
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import { fromH2Headers, toH2Headers } from '../upstream/h2-pool';
-import { isSharedReadBuffer } from '../upstream/h1-pool';
+import { ownChunk } from '../common/read-buffer';
 import { ConnectionManager } from './conn-manager';
 import { HeaderMap } from './headers';
 import { ActiveStream, ConnectionInfo, Downstream } from './stream';
@@ -86,7 +86,7 @@ class H2Downstream implements Downstream {
     const s = this.s;
     if (s.destroyed || s.closed) return true;
     // http2 keeps the buffer until the peer's window lets it go: never a view of a reused buffer
-    const chunk = isSharedReadBuffer(data) ? Buffer.from(data) : data;
+    const chunk = ownChunk(data);
     if (endStream) {
       if (chunk.length > 0) s.end(chunk);
       else s.end();

@@ -6,6 +6,7 @@
 
 import type * as net from 'node:net';
 import { ErrorCode, grpcStatusForHttp, LOCAL_REPLIES } from '../common/errors';
+import { ownChunk } from '../common/read-buffer';
 import { finalizeRequestHeaders, finalizeResponseHeaders, routeReply, sslRedirectLocation, stripInternalOnlyHeaders } from '../router/apply';
 import type { FormatContext } from '../common/header-format';
 import { ClusterPick, CompiledRoute, isGrpcContentType, RouteInput, stripHostPort } from '../router/route-table';
@@ -230,13 +231,13 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     this.cluster = cluster;
     const host = cluster.pickHost();
     if (host === undefined) {
-      this.sendLocalReply(503, 'no healthy upstream', 'no_healthy_upstream', 'UH');
+      this.failWith('KEEL_NO_HEALTHY_UPSTREAM');
       return;
     }
     this.host = host;
     const rm = cluster.resources;
     if (!rm.requests.canCreate()) {
-      this.sendLocalReply(503, 'upstream connect error or disconnect/reset before headers. reset reason: overflow', 'overflow', 'UO', new HeaderMap(['x-envoy-overloaded', 'true']));
+      this.failWith('KEEL_UPSTREAM_OVERFLOW');
       return;
     }
     rm.requests.inc();
@@ -333,8 +334,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     this.cluster && this.cluster.stats.upstreamRqTimeout++;
     this.abandonUpstream();
     if (!this.responseStarted) {
-      const r = LOCAL_REPLIES.KEEL_UPSTREAM_TIMEOUT;
-      this.sendLocalReply(r.status, r.body, r.details, r.flag);
+      this.failWith('KEEL_UPSTREAM_TIMEOUT');
     } else {
       this.responseFlags = 'UT';
       this.resetDownstream();
@@ -354,7 +354,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       return;
     }
     if (this.waitingForPool) {
-      (this.buffered ??= []).push(chunk);
+      (this.buffered ??= []).push(ownChunk(chunk));
       this.bufferedBytes += chunk.length;
       if (endStream) this.bufferedEnd = true;
       if (this.bufferedBytes > (this.cluster?.config.perConnectionBufferLimitBytes ?? 1 << 20)) this.downstream.pauseRequest();
@@ -421,16 +421,17 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     }
   }
 
-  onPoolFailure(code: ErrorCode, detail: string): void {
+  onPoolFailure(code: ErrorCode, _detail: string): void {
     this.waitingForPool = false;
+    this.failWith(code);
+  }
+
+  /** The local reply Envoy sends for a request-path failure (errors.ts has the table). */
+  private failWith(code: ErrorCode): void {
     if (this.done) return;
     const r = LOCAL_REPLIES[code] ?? LOCAL_REPLIES.KEEL_UPSTREAM_CONNECT_FAILURE;
-    if (code === 'KEEL_UPSTREAM_OVERFLOW') {
-      this.sendLocalReply(503, r.body, r.details, r.flag, new HeaderMap(['x-envoy-overloaded', 'true']));
-      return;
-    }
-    void detail;
-    this.sendLocalReply(r.status, r.body, r.details, r.flag);
+    const extra = code === 'KEEL_UPSTREAM_OVERFLOW' ? new HeaderMap(['x-envoy-overloaded', 'true']) : undefined;
+    this.sendLocalReply(r.status, r.body, r.details, r.flag, extra);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -481,15 +482,13 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     this.onResponseEnd();
   }
 
-  onUpstreamReset(code: ErrorCode, detail: string): void {
+  onUpstreamReset(code: ErrorCode, _detail: string): void {
     this.upstream = undefined;
     if (this.done) return;
-    const r = LOCAL_REPLIES[code] ?? LOCAL_REPLIES.KEEL_UPSTREAM_RESET;
     if (!this.responseStarted) {
-      void detail;
-      this.sendLocalReply(r.status, r.body, r.details, r.flag);
+      this.failWith(code);
     } else {
-      this.responseFlags = r.flag;
+      this.responseFlags = (LOCAL_REPLIES[code] ?? LOCAL_REPLIES.KEEL_UPSTREAM_RESET).flag;
       this.resetDownstream();
     }
   }

@@ -6,6 +6,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { coarseNow, onSweep } from '../common/clock';
+import { ownChunk, UPSTREAM_READ_BUFFER } from '../common/read-buffer';
 import type { ErrorCode } from '../common/errors';
 import { H1Handler, H1Head, H1Parser, ParseErrorInfo, chunkHeader, serializeFields } from '../http/h1-codec';
 import { HeaderMap } from '../http/headers';
@@ -50,7 +51,7 @@ export class H1Connection implements UpstreamStream, H1Handler {
     } else {
       // Plain TCP reads land in one shared buffer (no Readable machinery, no allocation per
       // read); whatever outlives the callback is copied (see isSharedReadBuffer).
-      this.socket = net.connect({ ...opts, onread: { buffer: SHARED_READ_BUFFER, callback: this.onRead } } as net.NetConnectOpts);
+      this.socket = net.connect({ ...opts, onread: { buffer: UPSTREAM_READ_BUFFER, callback: this.onRead } } as net.NetConnectOpts);
     }
     this.parser = new H1Parser(this, { isResponse: true, maxHeaderBytes: 96 * 1024, maxHeaders: 200 });
     const s = this.socket;
@@ -210,11 +211,11 @@ export class H1Connection implements UpstreamStream, H1Handler {
       if (chunk.length > 0) {
         s.cork();
         s.write(chunkHeader(chunk.length), 'latin1');
-        s.write(chunk);
+        s.write(ownChunk(chunk));
         ok = s.write(endStream ? CRLF + LAST_CHUNK : CRLF, 'latin1');
         process.nextTick(uncork, s);
       } else if (endStream) ok = s.write(LAST_CHUNK, 'latin1');
-    } else if (chunk.length > 0) ok = s.write(chunk);
+    } else if (chunk.length > 0) ok = s.write(ownChunk(chunk));
     if (endStream) this.onRequestComplete();
     return ok;
   }
@@ -318,14 +319,6 @@ export class H1Connection implements UpstreamStream, H1Handler {
 }
 
 const EMPTY = Buffer.alloc(0);
-
-/** The one buffer every plaintext upstream HTTP/1 read lands in (callbacks run one at a time). */
-const SHARED_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
-
-/** True when `chunk` is a view of the shared read buffer: copy it before keeping it past the call. */
-export function isSharedReadBuffer(chunk: Buffer): boolean {
-  return chunk.buffer === SHARED_READ_BUFFER.buffer;
-}
 function uncork(s: net.Socket): void {
   s.uncork();
 }

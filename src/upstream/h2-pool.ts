@@ -4,6 +4,7 @@
 
 import * as http2 from 'node:http2';
 import type { ErrorCode } from '../common/errors';
+import { ownChunk } from '../common/read-buffer';
 import { HeaderMap } from '../http/headers';
 import type { Host } from './host';
 import type { ConnPool, PoolCallbacks, UpstreamStream } from './types';
@@ -87,11 +88,11 @@ class H2UpstreamStream implements UpstreamStream {
     if (!req || req.destroyed) return true;
     if (endStream) {
       // wantTrailers then sends an empty trailer set, which node turns into END_STREAM on DATA
-      if (chunk.length > 0) req.end(chunk);
+      if (chunk.length > 0) req.end(ownChunk(chunk));
       else req.end();
       return true;
     }
-    return req.write(chunk);
+    return req.write(ownChunk(chunk));
   }
 
   sendTrailers(trailers: HeaderMap): void {

@@ -205,3 +205,22 @@ t.test('websocket upgrade is proxied as a byte pipe when enabled', async (t) => 
   t.teardown(() => keel2.stop());
   t.match(await rawExchange(keel2.port, 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n', (s) => s.includes('\r\n\r\n')), /^HTTP\/1\.1 403 /, 'not enabled: 403');
 });
+
+t.test('an upstream response delimited by connection close is relayed whole (chunked downstream)', async (t) => {
+  const up = net.createServer((s) => {
+    s.once('data', () => {
+      s.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\npart one, ');
+      setImmediate(() => s.end('part two'));
+    });
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  const keel = await startKeel(bootstrap(`            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: c } }] }`, cluster('c', (up.address() as net.AddressInfo).port)));
+  t.teardown(async () => {
+    await keel.stop();
+    up.close();
+  });
+  const r = await request(`${keel.url}/close`);
+  t.equal(r.statusCode, 200);
+  t.equal(r.headers['transfer-encoding'], 'chunked');
+  t.equal(await r.body.text(), 'part one, part two');
+});
