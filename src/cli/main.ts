@@ -13,6 +13,7 @@ import { Logger, isLevel } from '../common/logger';
 import { nativeStatusLine } from '../native';
 import { startDemoUpstreams } from './demo';
 import { runRouteCheck } from './route-check';
+import { eachFlag, UsageError } from './args';
 
 const USAGE = `usage:
   keel -c <bootstrap.yaml|json> [--mode serve|validate] [-l <level>] [--drain-time-s N]
@@ -42,15 +43,8 @@ interface ProxyArgs {
 
 function parseProxyArgs(argv: string[]): ProxyArgs {
   const a: ProxyArgs = { mode: 'serve', logLevel: 'info', drainTimeS: 5, demo: false };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const [flag, inline] = arg.includes('=') && arg.startsWith('--') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
-    const value = (): string => {
-      if (inline !== undefined) return inline;
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
+  for (const f of eachFlag(argv)) {
+    const { flag, value } = f;
     switch (flag) {
       case '-c':
       case '--config-path':
@@ -84,7 +78,7 @@ function parseProxyArgs(argv: string[]): ProxyArgs {
         break;
       default:
         // Envoy flags keel does not need (--service-cluster, --base-id, ...) are tolerated.
-        if (flag.startsWith('--') && inline === undefined && argv[i + 1] !== undefined && !argv[i + 1].startsWith('-')) i++;
+        if (flag.startsWith('--') && f.arg === flag && f.peek() !== undefined && !f.peek()!.startsWith('-')) f.skip();
         else if (!flag.startsWith('-')) throw new UsageError(`unexpected argument ${flag}`);
     }
   }
@@ -93,7 +87,6 @@ function parseProxyArgs(argv: string[]): ProxyArgs {
   return a;
 }
 
-class UsageError extends Error {}
 
 async function runProxy(argv: string[]): Promise<number> {
   const args = parseProxyArgs(argv);

@@ -10,6 +10,7 @@
 // Where keel's proxy differs from Envoy's tool, route-check does what keel's proxy does (e.g. it
 // removes internal_only_headers from requests that are not internal).
 
+import { eachFlag, UsageError } from './args';
 import * as fs from 'node:fs';
 import { parseDocument } from 'yaml';
 import { decodeRouteConfiguration, parseRouteConfigurationText } from '../config/bootstrap';
@@ -56,7 +57,6 @@ interface Options {
   detailedCoverage: boolean;
 }
 
-class UsageError extends Error {}
 
 function parseArgs(argv: string[]): Options | 'help' {
   let configPath: string | undefined;
@@ -68,17 +68,7 @@ function parseArgs(argv: string[]): Options | 'help' {
   let covall = false;
   let detailedCoverage = false;
   const positional: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
-    const flag = eq > 0 ? arg.slice(0, eq) : arg;
-    const inline = eq > 0 ? arg.slice(eq + 1) : undefined;
-    const value = (): string => {
-      if (inline !== undefined) return inline;
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
+  for (const { flag, arg, value } of eachFlag(argv)) {
     switch (flag) {
       case '-c':
       case '--config-path':

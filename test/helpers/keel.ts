@@ -165,14 +165,7 @@ static_resources:
       typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }
     filter_chains:
     - filter_chain_match: { transport_protocol: tls }
-      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          common_tls_context:
-            tls_certificates:
-            - certificate_chain: { filename: ${crt} }
-              private_key: { filename: ${key} }
+${downstreamTls(crt, key)}
       filters:${hcm}
     - filters:${hcm}
   clusters:
@@ -188,4 +181,16 @@ export async function selfSignedCert(): Promise<{ crt: string; key: string }> {
   const crt = path.join(dir, 'cert.pem');
   await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', crt, '-subj', '/CN=localhost', '-days', '1']);
   return { crt, key };
+}
+
+/** A filter chain's transport_socket (DownstreamTlsContext with one certificate), indented for a chain entry. */
+export function downstreamTls(crt: string, key: string): string {
+  return `      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: ${crt} }
+              private_key: { filename: ${key} }`;
 }

@@ -2,13 +2,11 @@
 // @grpc/grpc-js clients and servers for unary and streaming calls, trailers, and errors.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { bootstrap, cluster, deadPort, mixedListenerYaml, selfSignedCert, startKeel, startUpstream } from '../helpers/keel';
+import { bootstrap, cluster, deadPort, downstreamTls, mixedListenerYaml, selfSignedCert, startKeel, startUpstream } from '../helpers/keel';
 
 const exec = promisify(execFile);
 const H2_OPTS = `
@@ -152,27 +150,11 @@ t.test('gRPC errors from keel itself carry grpc-status', async (t) => {
 
 t.test('curl: HTTP/1.1, h2c prior knowledge, and h2 over TLS with ALPN', async (t) => {
   const up = await startUpstream('u');
-  const dir = mkdtempSync(path.join(tmpdir(), 'keel-tls-'));
-  const key = path.join(dir, 'key.pem');
-  const crt = path.join(dir, 'cert.pem');
-  await exec('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', crt, '-subj', '/CN=localhost', '-days', '1']);
+  const { crt, key } = await selfSignedCert();
   const routes = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u } }] }`;
   const plain = await startKeel(bootstrap(routes, cluster('u', up.port)));
-  const tlsYaml = bootstrap(routes, cluster('u', up.port)).replace(
-    '    filter_chains:\n    - filters:',
-    `    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          common_tls_context:
-            tls_certificates:
-            - certificate_chain: { filename: ${crt} }
-              private_key: { filename: ${key} }
-      filters:`,
-  );
-  writeFileSync(path.join(dir, 'bootstrap.yaml'), tlsYaml);
-  const secure = await startKeel(readFileSync(path.join(dir, 'bootstrap.yaml'), 'utf8'));
+  const tlsYaml = bootstrap(routes, cluster('u', up.port)).replace('    filter_chains:\n    - filters:', `    filter_chains:\n    - name: tls\n${downstreamTls(crt, key)}\n      filters:`);
+  const secure = await startKeel(tlsYaml);
   t.teardown(async () => {
     await plain.stop();
     await secure.stop();
