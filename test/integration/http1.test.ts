@@ -224,3 +224,70 @@ t.test('an upstream response delimited by connection close is relayed whole (chu
   t.equal(r.headers['transfer-encoding'], 'chunked');
   t.equal(await r.body.text(), 'part one, part two');
 });
+
+t.test('Expect: 100-continue is answered by keel, and the body then flows', async (t) => {
+  const up = await startUpstream('u');
+  const keel = await startKeel(bootstrap(`            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u } }] }`, cluster('u', up.port)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const sock = net.connect(keel.port, '127.0.0.1');
+  t.teardown(() => sock.destroy());
+  let got = '';
+  const done = new Promise<void>((resolve) => {
+    sock.on('data', (d) => {
+      got += d.toString('latin1');
+      if (got.startsWith('HTTP/1.1 100 Continue\r\n\r\n') && !got.includes('hello')) {
+        if (!got.includes('200 OK')) sock.write('hello');
+      }
+      if (got.includes('200 OK') && got.includes('"body":"hello"')) resolve();
+    });
+  });
+  sock.write('POST /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n');
+  await done;
+  t.match(got, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+  t.equal(up.requests[0].headers.expect, undefined, 'Expect is not forwarded (keel answered it)');
+});
+
+t.test('upstream closing the connection before answering: 503 with a reset reason', async (t) => {
+  const up = net.createServer((s) => s.once('data', () => s.destroy()));
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  const keel = await startKeel(bootstrap(`            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: c } }] }`, cluster('c', (up.address() as net.AddressInfo).port)));
+  t.teardown(async () => {
+    await keel.stop();
+    up.close();
+  });
+  const r = await request(`${keel.url}/x`);
+  t.equal(r.statusCode, 503);
+  t.match(await r.body.text(), /^upstream connect error or disconnect\/reset before headers\. reset reason: (connection termination|remote reset)$/);
+});
+
+t.test('STRICT_DNS cluster resolves its hostname; use_remote_address appends x-forwarded-for; via', async (t) => {
+  const up = await startUpstream('dns');
+  const dnsCluster = `
+  - name: dns
+    type: STRICT_DNS
+    dns_lookup_family: V4_ONLY
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dns
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: localhost, port_value: ${up.port} } } }`;
+  const keel = await startKeel(
+    bootstrap(`            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: dns, auto_host_rewrite: true } }] }`, dnsCluster, '          use_remote_address: true\n          via: keel-test'),
+  );
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const r = await request(`${keel.url}/dns`, { headers: { 'x-forwarded-for': '192.0.2.1' } });
+  t.equal(r.statusCode, 200);
+  await r.body.text();
+  const h = up.requests[0].headers;
+  t.equal(h['x-forwarded-for'], '192.0.2.1,127.0.0.1');
+  t.equal(h.via, 'keel-test');
+  t.equal(h.host, 'localhost', 'auto_host_rewrite uses the DNS name');
+  t.equal(h['x-envoy-internal'], 'true', 'loopback is internal');
+});
