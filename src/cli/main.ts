@@ -14,9 +14,11 @@ import { nativeStatusLine } from '../native';
 import { startDemoUpstreams } from './demo';
 import { runRouteCheck } from './route-check';
 import { eachFlag, UsageError } from './args';
+import { availableParallelism } from 'node:os';
+import { isWorker, runPrimary, tellPrimary, workerIndex } from '../server/workers';
 
 const USAGE = `usage:
-  keel -c <bootstrap.yaml|json> [--mode serve|validate] [-l <level>] [--drain-time-s N]
+  keel -c <bootstrap.yaml|json> [--mode serve|validate] [-l <level>] [--drain-time-s N] [--concurrency N]
   keel --config-yaml '<inline yaml>'
   keel --demo                      run the embedded demo config with demo upstreams (npm start)
   keel route-check -c <routes> -t <tests> [-d] [--only-show-failures] [-f N] [--covall] [--detailed-coverage]
@@ -39,10 +41,11 @@ interface ProxyArgs {
   logLevel: string;
   drainTimeS: number;
   demo: boolean;
+  concurrency: number;
 }
 
 function parseProxyArgs(argv: string[]): ProxyArgs {
-  const a: ProxyArgs = { mode: 'serve', logLevel: 'info', drainTimeS: 5, demo: false };
+  const a: ProxyArgs = { mode: 'serve', logLevel: 'info', drainTimeS: 5, demo: false, concurrency: 1 };
   for (const f of eachFlag(argv)) {
     const { flag, value } = f;
     switch (flag) {
@@ -71,6 +74,13 @@ function parseProxyArgs(argv: string[]): ProxyArgs {
       case '--demo':
         a.demo = true;
         break;
+      case '--concurrency': {
+        const v = value();
+        a.concurrency = Number(v);
+        if (!Number.isInteger(a.concurrency) || a.concurrency < 0) throw new UsageError(`--concurrency needs a whole number, not '${v}'`);
+        if (a.concurrency === 0) a.concurrency = availableParallelism();
+        break;
+      }
       case '-h':
       case '--help':
         process.stdout.write(USAGE + '\n');
@@ -90,7 +100,7 @@ function parseProxyArgs(argv: string[]): ProxyArgs {
 
 async function runProxy(argv: string[]): Promise<number> {
   const args = parseProxyArgs(argv);
-  const log = new Logger(isLevel(args.logLevel) ? args.logLevel : 'info');
+  const log = new Logger(isLevel(args.logLevel) ? args.logLevel : 'info', isWorker() ? `keel-worker-${workerIndex()}` : 'keel');
   let bootstrap: Bootstrap;
   let warnings: string[];
   try {
@@ -107,13 +117,25 @@ async function runProxy(argv: string[]): Promise<number> {
     process.stdout.write(`configuration '${args.configPath ?? '--config-yaml'}' OK\n`);
     return 0;
   }
-  log.info(nativeStatusLine());
+  if (args.concurrency > 1 && !isWorker()) {
+    log.info(nativeStatusLine());
+    log.info(`starting ${args.concurrency} workers`);
+    return runPrimary(args.concurrency, log, args.drainTimeS * 1000);
+  }
+  if (!isWorker()) log.info(nativeStatusLine());
   const demoServers = args.demo ? await startDemoUpstreams({ v1: 19081, v2: 19082 }) : [];
-  const server = new KeelServer(bootstrap, { log, drainTimeMs: args.drainTimeS * 1000 });
-  const ports = await server.start();
+  const server = new KeelServer(bootstrap, { log, drainTimeMs: args.drainTimeS * 1000, admin: workerIndex() <= 1 });
+  let ports: Map<string, number>;
+  try {
+    ports = await server.start();
+  } catch (e) {
+    tellPrimary({ keel: 'failed', detail: (e as Error).message });
+    throw e;
+  }
+  tellPrimary({ keel: 'ready' });
   for (const [name, port] of ports) log.info(`listener '${name}' serving on port ${port}`);
   if (server.admin) log.info(`admin on port ${server.admin.port}`);
-  if (args.demo) {
+  if (args.demo && workerIndex() <= 1) {
     const p = ports.get('demo') ?? 10000;
     process.stdout.write(`keel demo: try  curl -s localhost:${p}/  and  curl -s -H 'x-version: v2' localhost:${p}/\n`);
   }

@@ -11,6 +11,8 @@ export interface ServerOptions {
   readonly log?: Logger;
   /** How long in-flight requests may take to finish after SIGTERM (Envoy's --drain-time-s). */
   readonly drainTimeMs?: number;
+  /** Serve the bootstrap's admin address (default true; only one worker does). */
+  readonly admin?: boolean;
 }
 
 export class KeelServer {
@@ -27,7 +29,7 @@ export class KeelServer {
     this.clusters = new ClusterManager(bootstrap.clusters);
     const deps = { clusters: this.clusters, runtime: bootstrap.runtime };
     this.listeners = bootstrap.listeners.filter((l) => l.bindToPort).map((l) => new Listener(l, deps));
-    if (bootstrap.admin) this.admin = new AdminServer(bootstrap.admin, this);
+    if (bootstrap.admin && opts.admin !== false) this.admin = new AdminServer(bootstrap.admin, this);
   }
 
   /** Binds every listener once the clusters know their hosts; resolves with the bound ports by listener name. */

@@ -16,15 +16,22 @@ function keel(args: string[], env: NodeJS.ProcessEnv = process.env): ChildProces
   return spawn(process.execPath, [...process.execArgv, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
 }
 
-/** Starts keel and resolves with the port its first listener reports. */
-function startProcess(args: string[], env?: NodeJS.ProcessEnv): Promise<{ p: ChildProcess; port: number }> {
+/** Starts keel; resolves with the port its first listener reports and a way to await later log lines. */
+function startProcess(args: string[], env?: NodeJS.ProcessEnv): Promise<{ p: ChildProcess; port: number; waitFor(text: string): Promise<void> }> {
   const p = keel(args, env);
+  let err = '';
+  const waiters: { text: string; resolve: () => void }[] = [];
+  const waitFor = (text: string): Promise<void> =>
+    err.includes(text) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ text, resolve }));
   return new Promise((resolve, reject) => {
-    let err = '';
     p.stderr!.on('data', (d) => {
       err += d;
+      for (const w of waiters.splice(0)) {
+        if (err.includes(w.text)) w.resolve();
+        else waiters.push(w);
+      }
       const m = /listener '[^']+' serving on port (\d+)/.exec(err);
-      if (m) resolve({ p, port: Number(m[1]) });
+      if (m) resolve({ p, port: Number(m[1]), waitFor });
     });
     p.on('close', () => reject(new Error(`keel exited: ${err}`)));
   });
@@ -133,4 +140,29 @@ t.test('without the native addon (KEEL_NATIVE=0) sniffing reads and replays: h1,
   t.equal(await curl('--http2-prior-knowledge', `http://127.0.0.1:${port}/h2c`), '2 200');
   t.equal(await curl('-k', '--http2', `https://localhost:${port}/tls`), '2 200');
   t.same(up.requests.map((r) => r.headers['x-forwarded-proto']), ['http', 'http', 'https']);
+});
+
+t.test('--concurrency 2 runs two workers sharing the listener, and stops both on SIGTERM', async (t) => {
+  const upstreamPeers = new Set<number>();
+  const up = await startUpstream('u', (req, res) => {
+    upstreamPeers.add(req.socket.remotePort ?? 0);
+    res.end('ok');
+  });
+  t.teardown(() => up.close());
+  const file = path.join(dir, 'workers.yaml');
+  writeFileSync(file, bootstrap(`            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u } }] }`, cluster('u', up.port)));
+  const { p, port, waitFor } = await startProcess(['-c', file, '--concurrency', '2']);
+  t.teardown(() => p.kill('SIGKILL'));
+  await waitFor('all 2 workers serving');
+  const exited = new Promise<number | null>((r) => p.on('close', (code) => r(code)));
+  // Each request on a new downstream connection: the primary hands connections to workers in turn,
+  // and each worker reuses its one upstream connection, so the upstream sees one peer per worker.
+  for (let i = 0; i < 10; i++) {
+    const r = await request(`http://127.0.0.1:${port}/w${i}`, { reset: true });
+    t.equal(r.statusCode, 200);
+    await r.body.text();
+  }
+  t.equal(upstreamPeers.size, 2, 'two workers served');
+  p.kill('SIGTERM');
+  t.equal(await exited, 0);
 });
