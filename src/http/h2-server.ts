@@ -70,13 +70,14 @@ class H2Downstream implements Downstream {
     this.s.additionalHeaders(h);
   }
 
-  writeHeaders(status: number, headers: HeaderMap, endStream: boolean): void {
+  writeHeaders(status: number, headers: HeaderMap, endStream: boolean, trailers = false): void {
     const s = this.s;
     if (s.destroyed || s.closed) return;
     const h = toH2Headers(headers);
     h[':status'] = status;
     try {
-      s.respond(h, { endStream, waitForTrailers: !endStream });
+      // Waiting for trailers costs an event and an extra frame per stream: only when they can come.
+      s.respond(h, { endStream, waitForTrailers: !endStream && trailers });
     } catch {
       s.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     }

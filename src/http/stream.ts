@@ -20,7 +20,8 @@ import { HeaderMap } from './headers';
 export interface Downstream {
   readonly protocol: 'HTTP/1.0' | 'HTTP/1.1' | 'HTTP/2';
   writeInterim(status: number, headers: HeaderMap): void;
-  writeHeaders(status: number, headers: HeaderMap, endStream: boolean): void;
+  /** `trailers`: trailers may follow the body (HTTP/2 then keeps the stream open for them). */
+  writeHeaders(status: number, headers: HeaderMap, endStream: boolean, trailers?: boolean): void;
   /** false: stop until the stream's onDownstreamWritable */
   writeData(chunk: Buffer, endStream: boolean): boolean;
   writeTrailers(trailers: HeaderMap): void;
@@ -443,7 +444,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     this.downstream.writeInterim(status, headers);
   }
 
-  onUpstreamHeaders(status: number, headers: HeaderMap, endStream: boolean): void {
+  onUpstreamHeaders(status: number, headers: HeaderMap, endStream: boolean, trailers: boolean): void {
     if (this.done) return;
     this.responseStarted = true;
     this.responseCode = status;
@@ -462,7 +463,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     }
     if (endStream) this.responseComplete = true;
     this.countResponse(status);
-    this.downstream.writeHeaders(status, headers, endStream);
+    this.downstream.writeHeaders(status, headers, endStream, trailers);
     if (endStream) this.onResponseEnd();
   }
 

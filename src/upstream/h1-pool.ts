@@ -270,7 +270,7 @@ export class H1Connection implements UpstreamStream, H1Handler {
       cb.onUpstreamUpgrade(msg.status, msg.headers, s, this.parser.takeLeftover());
       return;
     }
-    cb.onUpstreamHeaders(msg.status, msg.headers, msg.noBody);
+    cb.onUpstreamHeaders(msg.status, msg.headers, msg.noBody, msg.chunked);
   }
 
   onBody(chunk: Buffer): void {

@@ -130,7 +130,7 @@ class H2UpstreamStream implements UpstreamStream {
     this.gotHeaders = true;
     const status = Number(headers[':status']);
     const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
-    this.cb?.onUpstreamHeaders(status, fromH2Headers(headers), endStream);
+    this.cb?.onUpstreamHeaders(status, fromH2Headers(headers), endStream, true);
     if (endStream) this.complete();
   };
 

@@ -9,7 +9,8 @@ import type { Host } from './host';
 export interface UpstreamCallbacks {
   /** Interim (1xx other than 101) response. */
   onUpstreamInterim(status: number, headers: HeaderMap): void;
-  onUpstreamHeaders(status: number, headers: HeaderMap, endStream: boolean): void;
+  /** `trailers`: whether trailers may still follow (false for an HTTP/1 response that is not chunked). */
+  onUpstreamHeaders(status: number, headers: HeaderMap, endStream: boolean, trailers: boolean): void;
   onUpstreamData(chunk: Buffer, endStream: boolean): void;
   onUpstreamTrailers(trailers: HeaderMap): void;
   /** Reset before or during the response; the stream is over. */
