@@ -4,6 +4,7 @@
 // buffers a body, and never throws on input: malformed input becomes an `onParseError` call.
 
 import { HeaderMap } from './headers';
+import { scanHead } from '../native';
 
 declare global {
   interface Buffer {
@@ -315,6 +316,7 @@ export class H1Parser {
           pos += consumedFromBuf;
           if (block.length > 0) {
             const trailers = new HeaderMap();
+            if (BAD_HEAD_CHARS.test(block)) return this.fail(E_BAD);
             if (!this.parseFields(block, 0, trailers.raw, true)) return;
             this.handler.onTrailers(trailers);
           }
@@ -356,17 +358,14 @@ export class H1Parser {
 
   /** Parses buf[start, end) (the head without its final CRLFCRLF). */
   private parseHead(buf: Buffer, start: number, end: number): boolean {
-    const head = buf.latin1Slice(start, end);
-    if (BAD_HEAD_CHARS.test(head)) {
+    // One pass over the raw bytes: control characters, and CR or LF outside a CRLF, are refused.
+    if (scanHead(buf, start, end) >= 0) {
       this.fail(E_BAD);
       return false;
     }
+    const head = buf.latin1Slice(start, end);
     let lineEnd = head.indexOf('\r\n');
     if (lineEnd < 0) lineEnd = head.length;
-    if (bareCrLf(head, 0, lineEnd)) {
-      this.fail(E_BAD);
-      return false;
-    }
     const opts = this.opts;
     const raw: string[] = [];
     let method = '';
@@ -435,7 +434,7 @@ export class H1Parser {
       let eol = text.indexOf('\r\n', pos);
       if (eol < 0) eol = len;
       const c0 = text.charCodeAt(pos);
-      if (c0 === 32 || c0 === 9 || bareCrLf(text, pos, eol)) {
+      if (c0 === 32 || c0 === 9 || (trailers && bareCrLf(text, pos, eol))) {
         // obsolete line folding
         this.fail(E_BAD);
         return false;
