@@ -35,6 +35,11 @@ function newStats(): ClusterStats {
   };
 }
 
+/** What happened to one upstream attempt (see Cluster.recordOutcome). */
+export type AttemptOutcome =
+  | { readonly kind: 'status'; readonly status: number }
+  | { readonly kind: 'local'; readonly reason: 'connect_failure' | 'timeout' | 'reset' | 'protocol_error' };
+
 export class Cluster {
   readonly name: string;
   hosts: Host[] = [];
@@ -142,6 +147,15 @@ export class Cluster {
   private reuse(address: string, port: number, hostname: string, e: EndpointConfig): Host {
     for (const h of this.hosts) if (h.address === address && h.port === port && h.hostname === hostname) return h;
     return new Host(this, address, port, hostname, e);
+  }
+
+  /**
+   * The outcome of one upstream attempt on `host`, for outlier detection and load-balancer
+   * bookkeeping: an HTTP status from the upstream, or a locally originated failure.
+   */
+  recordOutcome(host: Host, outcome: AttemptOutcome): void {
+    void host;
+    void outcome;
   }
 
   /** Stop using this cluster: idle connections close, busy ones finish their requests. */
