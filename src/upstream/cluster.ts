@@ -1,12 +1,17 @@
-// A cluster at run time: its hosts (static, or resolved by DNS and refreshed), the load balancer
-// that picks one per request, its circuit-breaker resources and counters. Built once per config;
-// `pickHost` is on the request path and allocates nothing.
+// A cluster at run time: its hosts (static, or resolved by DNS and refreshed) grouped by priority,
+// the load balancers that pick one per request (load-balancer*.ts), outlier detection
+// (outlier-detection.ts), its circuit-breaker resources and counters. Built once per config;
+// `pickHost` is on the request path and allocates nothing (except building a panic/degraded
+// balancer the first time one is needed after a host-set change).
 
 import * as dns from 'node:dns';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
-import type { ClusterConfig, EndpointConfig, UpstreamTlsConfig } from '../config/types';
+import type { ClusterConfig, EndpointConfig, LbPolicy, UpstreamTlsConfig } from '../config/types';
 import { Host } from './host';
+import { createLoadBalancer, type LbContext, type LbOptions, type LoadBalancer, type RandomSource } from './load-balancer';
+import { hashKey as hashKeyOf } from './load-balancer-hash';
+import { OutlierDetector } from './outlier-detection';
 import { ResourceManager } from './resource-manager';
 
 export interface ClusterStats {
@@ -19,6 +24,11 @@ export interface ClusterStats {
   upstreamCxConnectFail: number;
   upstreamRqPendingOverflow: number;
   upstreamRqTimeout: number;
+  upstreamRqPerTryTimeout: number;
+  upstreamRqRetry: number;
+  upstreamRqRetrySuccess: number;
+  upstreamRqRetryOverflow: number;
+  upstreamRqRetryLimitExceeded: number;
 }
 
 function newStats(): ClusterStats {
@@ -32,6 +42,11 @@ function newStats(): ClusterStats {
     upstreamCxConnectFail: 0,
     upstreamRqPendingOverflow: 0,
     upstreamRqTimeout: 0,
+    upstreamRqPerTryTimeout: 0,
+    upstreamRqRetry: 0,
+    upstreamRqRetrySuccess: 0,
+    upstreamRqRetryOverflow: 0,
+    upstreamRqRetryLimitExceeded: 0,
   };
 }
 
@@ -40,14 +55,60 @@ export type AttemptOutcome =
   | { readonly kind: 'status'; readonly status: number }
   | { readonly kind: 'local'; readonly reason: 'connect_failure' | 'timeout' | 'reset' | 'protocol_error' };
 
+export interface ClusterOptions {
+  /** uniform [0, 1) source for load balancing, priority choice and enforcement rolls */
+  readonly random?: RandomSource;
+  /** ms clock for outlier detection */
+  readonly now?: () => number;
+  /** false: no outlier-detection interval timer (tests call `outlier.tick()`) */
+  readonly outlierTimer?: boolean;
+  /** load-balancer tuning (ring sizes, choice count, ...); Envoy's defaults otherwise */
+  readonly lb?: LbOptions;
+}
+
+/** Envoy's default overprovisioning factor, in percent. */
+const OVERPROVISIONING = 140;
+
+type SetKind = 0 | 1 | 2; // healthy, degraded, all (panic)
+
+/** One priority level: its hosts split by health, and a load balancer per split built on demand. */
+class PriorityLevel {
+  readonly hosts: Host[] = [];
+  readonly healthy: Host[] = [];
+  readonly degraded: Host[] = [];
+  private readonly lbs: (LoadBalancer | undefined)[] = [undefined, undefined, undefined];
+
+  constructor(
+    readonly priority: number,
+    private readonly policy: LbPolicy,
+    private readonly ctx: LbContext,
+  ) {}
+
+  lb(kind: SetKind): LoadBalancer {
+    const lb = this.lbs[kind];
+    if (lb !== undefined) return lb;
+    const list = kind === 0 ? this.healthy : kind === 1 ? this.degraded : this.hosts;
+    return (this.lbs[kind] = createLoadBalancer(this.policy, list, this.ctx));
+  }
+}
+
+/** Where a share of the traffic goes: a level, which of its host sets, and the cumulative load. */
+interface LoadSlice {
+  readonly level: PriorityLevel;
+  readonly kind: SetKind;
+  readonly upTo: number; // cumulative percent, 1..100
+}
+
 export class Cluster {
   readonly name: string;
   hosts: Host[] = [];
-  private healthyHosts: Host[] = [];
-  private rr = 0;
-  /** smooth weighted round robin state, when weights differ */
-  private weighted = false;
-  private current: number[] = [];
+  private hostPriority = new Map<Host, number>();
+  private levels: PriorityLevel[] = [];
+  private slices: LoadSlice[] = [];
+  private readonly random: RandomSource;
+  private readonly lbContext: LbContext;
+  /** Outlier detection, when the cluster configures it; its `stats` are the outlier_detection.* counters. */
+  readonly outlier?: OutlierDetector;
   readonly resources: ResourceManager;
   readonly stats: ClusterStats = newStats();
   readonly http2: boolean;
@@ -57,15 +118,32 @@ export class Cluster {
   /** Resolves once the first host set is known (DNS clusters), for readiness. */
   readonly initialized: Promise<void>;
 
-  constructor(readonly config: ClusterConfig) {
+  constructor(
+    readonly config: ClusterConfig,
+    opts: ClusterOptions = {},
+  ) {
     this.name = config.name;
+    this.random = opts.random ?? Math.random;
+    this.lbContext = { random: this.random, options: opts.lb ?? {} };
     this.resources = new ResourceManager(config.circuitBreakers.find((t) => t.priority === 'DEFAULT'));
     this.http2 = config.protocol === 'HTTP2';
     if (config.tls) this.tlsOptions = upstreamTlsOptions(config.tls, this.http2);
+    if (config.outlierDetection) {
+      this.outlier = new OutlierDetector(config.outlierDetection, {
+        random: this.random,
+        ...(opts.now ? { now: opts.now } : {}),
+        timer: opts.outlierTimer !== false,
+        onChange: () => this.rebuild(),
+      });
+    }
     if (config.type === 'STRICT_DNS' || config.type === 'LOGICAL_DNS') {
       this.initialized = this.resolve();
     } else {
-      this.setHosts(endpointsOf(config).map((e) => new Host(this, e.address.address, e.address.port, e.hostname, e)));
+      const eps = endpointsOf(config);
+      this.setHosts(
+        eps.map((p) => new Host(this, p.endpoint.address.address, p.endpoint.address.port, p.endpoint.hostname, p.endpoint)),
+        eps.map((p) => p.priority),
+      );
       this.initialized = Promise.resolve();
     }
   }
@@ -74,44 +152,62 @@ export class Cluster {
     return this.tlsOptions;
   }
 
-  private setHosts(hosts: Host[]): void {
+  private setHosts(hosts: Host[], priorities: readonly number[]): void {
     const old = this.hosts;
     this.hosts = hosts;
-    this.healthyHosts = hosts.filter((h) => h.healthy);
-    this.weighted = hosts.some((h) => h.weight !== hosts[0].weight);
-    this.current = hosts.map(() => 0);
+    this.hostPriority = new Map(hosts.map((h, i) => [h, priorities[i] ?? 0]));
+    this.outlier?.setHosts(hosts);
+    this.rebuild();
     for (const h of old) if (!hosts.includes(h)) h.drain();
   }
 
+  /** The priority level a host belongs to (0 when unknown). */
+  priorityOf(host: Host): number {
+    return this.hostPriority.get(host) ?? 0;
+  }
+
   /**
-   * Round robin over healthy hosts; in panic (healthy below healthy_panic_threshold) over all
-   * hosts, as Envoy does. undefined when the cluster has no hosts.
+   * Rebuild the per-priority host sets and load balancers and the priority load, after a host-set
+   * change, a health change, or an outlier ejection / return. Call it after changing `host.health`.
    */
-  pickHost(): Host | undefined {
-    const all = this.hosts;
-    if (all.length === 0) return undefined;
-    let set = this.healthyHosts;
-    const threshold = this.config.healthyPanicThreshold;
-    if (set.length === 0 || (threshold > 0 && (set.length * 100) / all.length < threshold)) set = all;
-    if (set.length === 1) return set[0];
-    if (!this.weighted) {
-      const h = set[this.rr % set.length];
-      this.rr = (this.rr + 1) >>> 0;
-      return h;
+  rebuild(): void {
+    const byPriority = new Map<number, PriorityLevel>();
+    for (const h of this.hosts) {
+      const p = this.hostPriority.get(h) ?? 0;
+      let level = byPriority.get(p);
+      if (level === undefined) byPriority.set(p, (level = new PriorityLevel(p, this.config.lbPolicy, this.lbContext)));
+      level.hosts.push(h);
+      if (this.outlier?.isEjected(h)) continue;
+      if (h.healthy) level.healthy.push(h);
+      else if (h.health === 'DEGRADED') level.degraded.push(h);
     }
-    // smooth weighted round robin
-    let best = -1;
-    let total = 0;
-    const cur = this.current;
-    for (let i = 0; i < all.length; i++) {
-      const h = all[i];
-      if (set !== all && !h.healthy) continue;
-      cur[i] += h.weight;
-      total += h.weight;
-      if (best < 0 || cur[i] > cur[best]) best = i;
+    this.levels = [...byPriority.values()].sort((a, b) => a.priority - b.priority);
+    this.slices = priorityLoad(this.levels, this.config.healthyPanicThreshold);
+  }
+
+  /**
+   * The host for one request attempt. Priority levels get traffic by Envoy's priority load
+   * (overprovisioning factor 1.4, healthy before degraded, normalised when short); a level whose
+   * available (healthy + degraded) share is below healthy_panic_threshold while the cluster as a
+   * whole is short balances over all its hosts (panic). Within the level the cluster's lb_policy
+   * picks. `hashKey` is the route hash_policy's value for RING_HASH / MAGLEV (ignored by the
+   * others; without it they pick at random). undefined when there is no host to use.
+   */
+  pickHost(hashKey?: string | number): Host | undefined {
+    const slices = this.slices;
+    if (slices.length === 0) return undefined;
+    const hash = hashKey === undefined ? undefined : hashKeyOf(hashKey);
+    let slice = slices[0];
+    if (slices.length > 1) {
+      const roll = hash !== undefined ? hash % 100 : Math.floor(this.random() * 100);
+      for (let i = 0; i < slices.length; i++) {
+        if (roll < slices[i].upTo) {
+          slice = slices[i];
+          break;
+        }
+      }
     }
-    cur[best] -= total;
-    return all[best];
+    return slice.level.lb(slice.kind).pick(hash);
   }
 
   private async resolve(): Promise<void> {
@@ -120,25 +216,35 @@ export class Cluster {
     const family = cfg.dnsLookupFamily === 'V4_ONLY' ? 4 : cfg.dnsLookupFamily === 'V6_ONLY' ? 6 : 0;
     const order: dns.LookupAllOptions['order'] = cfg.dnsLookupFamily === 'V4_PREFERRED' ? 'ipv4first' : 'verbatim';
     const next: Host[] = [];
+    const prio: number[] = [];
     const eps = endpointsOf(cfg);
     const targets = cfg.type === 'LOGICAL_DNS' ? eps.slice(0, 1) : eps;
-    for (const e of targets) {
+    for (const { endpoint: e, priority } of targets) {
       const name = e.address.address;
       if (net.isIP(name)) {
         next.push(this.reuse(name, e.address.port, name, e));
+        prio.push(priority);
         continue;
       }
       try {
         const addrs = await dns.promises.lookup(name, { all: true, family, order });
         const list = cfg.type === 'LOGICAL_DNS' || cfg.dnsLookupFamily === 'AUTO' ? pickFamily(addrs) : addrs;
-        for (const a of cfg.type === 'LOGICAL_DNS' ? list.slice(0, 1) : list) next.push(this.reuse(a.address, e.address.port, name, e));
+        for (const a of cfg.type === 'LOGICAL_DNS' ? list.slice(0, 1) : list) {
+          next.push(this.reuse(a.address, e.address.port, name, e));
+          prio.push(priority);
+        }
       } catch {
         // keep the previous hosts for this name (Envoy keeps the last good resolution)
-        for (const h of this.hosts) if (h.hostname === name) next.push(h);
+        for (const h of this.hosts) {
+          if (h.hostname === name) {
+            next.push(h);
+            prio.push(priority);
+          }
+        }
       }
     }
     if (this.destroyed) return;
-    this.setHosts(next);
+    this.setHosts(next, prio);
     const rate = cfg.dnsRefreshRateMs > 0 ? cfg.dnsRefreshRateMs : 5000;
     this.dnsTimer = setTimeout(() => void this.resolve(), rate);
     this.dnsTimer.unref();
@@ -154,14 +260,14 @@ export class Cluster {
    * bookkeeping: an HTTP status from the upstream, or a locally originated failure.
    */
   recordOutcome(host: Host, outcome: AttemptOutcome): void {
-    void host;
-    void outcome;
+    this.outlier?.record(host, outcome);
   }
 
   /** Stop using this cluster: idle connections close, busy ones finish their requests. */
   drain(): void {
     this.destroyed = true;
     if (this.dnsTimer) clearTimeout(this.dnsTimer);
+    this.outlier?.stop();
     for (const h of this.hosts) h.drain();
   }
 
@@ -177,11 +283,57 @@ function pickFamily(addrs: dns.LookupAddress[]): dns.LookupAddress[] {
   return v6.length > 0 ? v6 : addrs;
 }
 
-function endpointsOf(cfg: ClusterConfig): EndpointConfig[] {
-  const out: EndpointConfig[] = [];
-  // Priority 0 only for now (failover across priorities is part of the resilience work).
-  for (const l of cfg.endpoints) if (l.priority === 0) out.push(...l.endpoints);
+function endpointsOf(cfg: ClusterConfig): { endpoint: EndpointConfig; priority: number }[] {
+  const out: { endpoint: EndpointConfig; priority: number }[] = [];
+  for (const l of cfg.endpoints) for (const endpoint of l.endpoints) out.push({ endpoint, priority: l.priority });
   return out;
+}
+
+/**
+ * Envoy's priority load, simplified to host counts (no locality weighting): each level's healthy
+ * and degraded availability is min(100, 1.4 × share%); traffic fills levels in priority order,
+ * healthy first, then degraded; when the total is short of 100 the loads are normalised, and a level
+ * whose available share is below the panic threshold sends its load to all its hosts. With nothing
+ * available anywhere, P0 takes everything in panic (or nothing when the threshold is 0).
+ */
+function priorityLoad(levels: readonly PriorityLevel[], panicThreshold: number): LoadSlice[] {
+  if (levels.length === 0) return [];
+  const n = levels.length;
+  const availH = levels.map((l) => Math.min(100, Math.floor((OVERPROVISIONING * l.healthy.length) / l.hosts.length)));
+  const availD = levels.map((l) => Math.min(100, Math.floor((OVERPROVISIONING * l.degraded.length) / l.hosts.length)));
+  let total = 0;
+  for (let i = 0; i < n; i++) total += Math.min(100, availH[i] + availD[i]);
+  total = Math.min(100, total);
+  if (total === 0) return panicThreshold > 0 ? [{ level: levels[0], kind: 2, upTo: 100 }] : [];
+  const loadH = new Array<number>(n).fill(0);
+  const loadD = new Array<number>(n).fill(0);
+  let left = 100;
+  for (let i = 0; i < n; i++) left -= loadH[i] = Math.min(left, availH[i]);
+  for (let i = 0; i < n; i++) left -= loadD[i] = Math.min(left, availD[i]);
+  if (left > 0) {
+    // normalise to 100, giving the rounding remainder to the first level with load
+    let sum = 0;
+    for (let i = 0; i < n; i++) {
+      sum += loadH[i] = Math.floor((loadH[i] * 100) / (100 - left));
+      sum += loadD[i] = Math.floor((loadD[i] * 100) / (100 - left));
+    }
+    const first = loadH.findIndex((v) => v > 0);
+    if (first >= 0) loadH[first] += 100 - sum;
+    else loadD[loadD.findIndex((v) => v > 0)] += 100 - sum;
+  }
+  const slices: LoadSlice[] = [];
+  let upTo = 0;
+  for (let i = 0; i < n; i++) {
+    const l = levels[i];
+    const panic = total < 100 && panicThreshold > 0 && ((l.healthy.length + l.degraded.length) * 100) / l.hosts.length < panicThreshold;
+    if (panic) {
+      if (loadH[i] + loadD[i] > 0) slices.push({ level: l, kind: 2, upTo: (upTo += loadH[i] + loadD[i]) });
+      continue;
+    }
+    if (loadH[i] > 0) slices.push({ level: l, kind: 0, upTo: (upTo += loadH[i]) });
+    if (loadD[i] > 0) slices.push({ level: l, kind: 1, upTo: (upTo += loadD[i]) });
+  }
+  return slices;
 }
 
 function upstreamTlsOptions(t: UpstreamTlsConfig, http2: boolean): tls.ConnectionOptions {
