@@ -253,9 +253,6 @@ export const IGNORED_FIELDS: IgnoredFields = {
     dns_resolution_config: 'keel uses the system DNS resolver',
     typed_dns_resolver_config: 'keel uses the system DNS resolver',
     use_tcp_for_dns_lookups: 'keel uses the system DNS resolver',
-    least_request_lb_config: 'load balancer options use their defaults',
-    ring_hash_lb_config: 'load balancer options use their defaults',
-    maglev_lb_config: 'load balancer options use their defaults',
     original_dst_lb_config: 'the original destination comes from the connection only',
     preconnect_policy: TUNING,
   },
@@ -2143,6 +2140,27 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
   }
   r.unsupported('load_balancing_policy');
   r.unsupported('lb_subset_config');
+  const lbOptions: { -readonly [K in keyof ClusterConfig['lbOptions']]: number } = {};
+  r.sub('least_request_lb_config', 'LeastRequestLbConfig', (l) => {
+    const choice = l.optUint32('choice_count', { min: 2 });
+    if (choice !== undefined) lbOptions.choiceCount = choice;
+    l.sub('active_request_bias', 'RuntimeDouble', (b) => {
+      lbOptions.activeRequestBias = b.num('default_value', 1, { min: 0 });
+      b.str('runtime_key');
+    });
+  });
+  r.sub('ring_hash_lb_config', 'RingHashLbConfig', (h) => {
+    const min = h.optUint32('minimum_ring_size', { min: 1, max: 8388608 });
+    const max = h.optUint32('maximum_ring_size', { min: 1, max: 8388608 });
+    if (min !== undefined) lbOptions.minimumRingSize = min;
+    if (max !== undefined) lbOptions.maximumRingSize = max;
+    if (min !== undefined && max !== undefined && min > max) h.problem('minimum_ring_size is larger than maximum_ring_size', 'minimum_ring_size');
+    h.enum('hash_function', ['XX_HASH', 'MURMUR_HASH_2'], 'XX_HASH');
+  });
+  r.sub('maglev_lb_config', 'MaglevLbConfig', (m) => {
+    const size = m.optUint32('table_size', { min: 1, max: 5000011 });
+    if (size !== undefined) lbOptions.maglevTableSize = size;
+  });
 
   const mode: AddressMode = type === 'STRICT_DNS' || type === 'LOGICAL_DNS' ? 'host' : type === 'STATIC' ? 'static' : 'ip';
   const endpoints = r.sub('load_assignment', 'ClusterLoadAssignment', (la) => decodeLoadAssignment(la, mode)) ?? [];
@@ -2192,6 +2210,7 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
     type,
     connectTimeoutMs,
     lbPolicy: type === 'ORIGINAL_DST' ? 'CLUSTER_PROVIDED' : lbPolicy,
+    lbOptions,
     endpoints,
     ...(type === 'EDS' ? { edsServiceName: eds || name } : {}),
     protocol: proto.protocol,

@@ -474,6 +474,14 @@ export interface ClusterConfig {
   readonly type: 'STATIC' | 'STRICT_DNS' | 'LOGICAL_DNS' | 'EDS' | 'ORIGINAL_DST';
   readonly connectTimeoutMs: number; // Envoy default 5 s
   readonly lbPolicy: LbPolicy;
+  /** least_request_lb_config / ring_hash_lb_config / maglev_lb_config; unset fields use Envoy's defaults. */
+  readonly lbOptions: {
+    readonly choiceCount?: number;
+    readonly activeRequestBias?: number;
+    readonly minimumRingSize?: number;
+    readonly maximumRingSize?: number;
+    readonly maglevTableSize?: number;
+  };
   readonly endpoints: readonly LocalityEndpointsConfig[];
   /** EDS service name when endpoints come from EDS. */
   readonly edsServiceName?: string;

@@ -124,7 +124,7 @@ export class Cluster {
   ) {
     this.name = config.name;
     this.random = opts.random ?? Math.random;
-    this.lbContext = { random: this.random, options: opts.lb ?? {} };
+    this.lbContext = { random: this.random, options: opts.lb ?? config.lbOptions ?? {} };
     this.resources = new ResourceManager(config.circuitBreakers.find((t) => t.priority === 'DEFAULT'));
     this.http2 = config.protocol === 'HTTP2';
     if (config.tls) this.tlsOptions = upstreamTlsOptions(config.tls, this.http2);

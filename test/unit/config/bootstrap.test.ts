@@ -1516,3 +1516,24 @@ t.test('ignored and unknown fields', async (t) => {
   ]);
   t.same(problems('nope'), [': the bootstrap must be an object, got string']);
 });
+
+t.test('load balancer options are decoded (least request, ring hash, maglev)', async (t) => {
+  const yaml = (extra: string) => `
+static_resources:
+  clusters:
+  - name: c
+    type: STATIC
+    lb_policy: RING_HASH
+${extra}
+    load_assignment: { cluster_name: c, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } } }] }] }
+`;
+  const { bootstrap } = parseBootstrapText(
+    yaml(`    least_request_lb_config: { choice_count: 3, active_request_bias: { default_value: 0.5, runtime_key: x } }
+    ring_hash_lb_config: { minimum_ring_size: 2048, maximum_ring_size: 4096 }
+    maglev_lb_config: { table_size: 131 }`),
+    'lb.yaml',
+  );
+  t.same(bootstrap.clusters[0].lbOptions, { choiceCount: 3, activeRequestBias: 0.5, minimumRingSize: 2048, maximumRingSize: 4096, maglevTableSize: 131 });
+  t.throws(() => parseBootstrapText(yaml('    ring_hash_lb_config: { minimum_ring_size: 4096, maximum_ring_size: 1024 }'), 'lb.yaml'), /static_resources\.clusters\[0\]\.ring_hash_lb_config\.minimum_ring_size: minimum_ring_size is larger than maximum_ring_size/);
+  t.throws(() => parseBootstrapText(yaml('    least_request_lb_config: { choice_count: 1 }'), 'lb.yaml'), /least_request_lb_config\.choice_count/);
+});
