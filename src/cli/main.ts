@@ -13,6 +13,7 @@ import { Logger, isLevel } from '../common/logger';
 import { nativeStatusLine } from '../native';
 import { startDemoUpstreams } from './demo';
 import { runRouteCheck } from './route-check';
+import { runIstioIptables } from './istio-iptables';
 import { eachFlag, UsageError } from './args';
 import { availableParallelism } from 'node:os';
 import { isWorker, runPrimary, tellPrimary, workerIndex } from '../server/workers';
@@ -22,6 +23,7 @@ const USAGE = `usage:
   keel --config-yaml '<inline yaml>'
   keel --demo                      run the embedded demo config with demo upstreams (npm start)
   keel route-check -c <routes> -t <tests> [-d] [--only-show-failures] [-f N] [--covall] [--detailed-coverage]
+  keel istio-iptables [-p 15001] [-z 15006] [-u 1337] [-m REDIRECT|TPROXY] [-b '*'] [-i '*'] [-n] ... (--help)
   keel version`;
 
 export function packageRoot(): string {
@@ -156,6 +158,8 @@ export async function main(argv: string[]): Promise<number> {
     switch (argv[0]) {
       case 'route-check':
         return await runRouteCheck(argv.slice(1));
+      case 'istio-iptables':
+        return await runIstioIptables(argv.slice(1));
       case 'version':
       case '--version': {
         const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
