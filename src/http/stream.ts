@@ -9,8 +9,10 @@ import { ErrorCode, grpcStatusForHttp, LOCAL_REPLIES } from '../common/errors';
 import { ownChunk } from '../common/read-buffer';
 import { finalizeRequestHeaders, finalizeResponseHeaders, routeReply, sslRedirectLocation, stripInternalOnlyHeaders } from '../router/apply';
 import type { FormatContext } from '../common/header-format';
+import type { ForwardAction } from '../config/types';
 import { ClusterPick, CompiledRoute, isGrpcContentType, RouteInput, stripHostPort } from '../router/route-table';
-import type { Cluster } from '../upstream/cluster';
+import { compiledRetryPolicy, ResetKind, RetryState, RetryStatus } from '../router/retry';
+import type { AttemptOutcome, Cluster } from '../upstream/cluster';
 import type { Host } from '../upstream/host';
 import type { PoolCallbacks, UpstreamStream } from '../upstream/types';
 import { ConnectionManager, httpDate } from './conn-manager';
@@ -44,6 +46,34 @@ export interface ConnectionInfo {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * How much request body a retriable request keeps for re-sending: Envoy's listener
+ * per_connection_buffer_limit_bytes default (route per_request_buffer_limit_bytes is not modelled).
+ * Past it, the request is no longer retried.
+ */
+export const RETRY_BUFFER_LIMIT = 1 << 20;
+
+// Attempt outcomes for Cluster.recordOutcome, preallocated so reporting one allocates nothing.
+const STATUS_OUTCOMES: AttemptOutcome[] = [];
+for (let s = 0; s < 600; s++) STATUS_OUTCOMES.push({ kind: 'status', status: s });
+function statusOutcome(status: number): AttemptOutcome {
+  return status >= 0 && status < 600 ? STATUS_OUTCOMES[status] : { kind: 'status', status };
+}
+const OUTCOME_CONNECT_FAILURE: AttemptOutcome = { kind: 'local', reason: 'connect_failure' };
+const OUTCOME_TIMEOUT: AttemptOutcome = { kind: 'local', reason: 'timeout' };
+const OUTCOME_RESET: AttemptOutcome = { kind: 'local', reason: 'reset' };
+const OUTCOME_PROTOCOL_ERROR: AttemptOutcome = { kind: 'local', reason: 'protocol_error' };
+
+/** Whether the request carries a header that can turn on retries or a per-try timeout (one pass). */
+function hasRetryHeaders(headers: HeaderMap): boolean {
+  const raw = headers.raw;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i];
+    if (n.charCodeAt(0) === 120 /* x */ && (n === 'x-envoy-retry-on' || n === 'x-envoy-retry-grpc-on' || n === 'x-envoy-upstream-rq-per-try-timeout-ms')) return true;
+  }
+  return false;
+}
 
 /** Control headers Envoy only honours from internal (trusted) clients. */
 const EXTERNAL_STRIPPED = new Set([
@@ -127,6 +157,20 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   private timer: NodeJS.Timeout | undefined;
   private upstreamStart = 0;
   private countedRequest = false;
+  /** host.activeRequests was bumped for the current attempt */
+  private countedAttempt = false;
+  /** the current attempt's request headers went upstream (reset-before-request) */
+  private requestSent = false;
+  /** retries: set only when the merged policy retries something for this request */
+  private retry: RetryState | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** per_try_timeout / x-envoy-upstream-rq-per-try-timeout-ms; 0 = none */
+  private perTryMs = 0;
+  private perTryTimer: NodeJS.Timeout | undefined;
+  /** upstream attempts made so far (x-envoy-attempt-count) */
+  attemptCount = 0;
+  /** URX or UO from the retry decision, appended to the final response flags */
+  private retryFlag = '';
   /** Envoy response flags (UH, UF, NR, ...), for logs and metrics */
   responseFlags = '';
   responseCode = 0;
@@ -243,16 +287,142 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     }
     rm.requests.inc();
     this.countedRequest = true;
+    // Retries and per-try timeouts: only requests whose route (or virtual host) has a retry policy,
+    // or that carry a trusted x-envoy-retry-* / per-try header, pay for them.
+    const policyCfg = action.retryPolicy ?? route.virtualHost.config.retryPolicy;
+    if (policyCfg !== undefined || hasRetryHeaders(headers)) this.setupRetry(policyCfg, headers);
+    this.prepareUpstreamHeaders(headers, route, pick, host);
+    if (endStream) this.startTimer();
+    this.startAttempt(host);
+  }
+
+  /** Merge the compiled policy with the request's headers: retry state and per-try timeout. */
+  private setupRetry(cfg: ForwardAction['retryPolicy'], headers: HeaderMap): void {
+    const policy = compiledRetryPolicy(cfg);
+    let perTry = policy.perTryTimeoutMs;
+    const hdr = headers.first('x-envoy-upstream-rq-per-try-timeout-ms');
+    if (hdr !== undefined) {
+      if (/^\d+$/.test(hdr)) perTry = Number(hdr);
+      headers.remove('x-envoy-upstream-rq-per-try-timeout-ms');
+    }
+    // A per-try timeout not below the route timeout is ignored (Envoy's FilterUtility::finalTimeout).
+    const global = this.routeTimeoutMs();
+    if (global > 0 && perTry >= global) perTry = 0;
+    this.perTryMs = perTry;
+    // Upgrades hand the connection over; they are not retried.
+    if (headers.has('upgrade') || this.method === 'CONNECT') return;
+    this.retry = RetryState.create(policy, headers);
+  }
+
+  /** One upstream attempt on `host`: circuit-breaker and host counters, then the pool. */
+  private startAttempt(host: Host): void {
+    const cluster = this.cluster!;
+    this.host = host;
+    this.attemptCount++;
     cluster.stats.upstreamRqTotal++;
     host.activeRequests++;
+    this.countedAttempt = true;
+    this.requestSent = false;
     this.upstreamAddress = host.address;
     this.upstreamPort = host.port;
     this.upstreamMetadata = host.metadata;
-    this.prepareUpstreamHeaders(headers, route, pick, host);
-    if (endStream) this.startTimer();
+    if (this.route!.virtualHost.config.includeRequestAttemptCount) {
+      this.headers.set('x-envoy-attempt-count', this.attemptCount === 1 ? '1' : String(this.attemptCount));
+    }
+    const r = this.retry;
+    if (r !== undefined && r.policy.previousHosts) (r.previous ??= []).push(host);
     this.waitingForPool = true;
     this.upstreamStart = Date.now();
     host.pool(cluster.http2).newStream(this);
+  }
+
+  /** The current attempt is over (its outcome is known): undo its per-attempt counters and timer. */
+  private endAttempt(): void {
+    this.clearPerTryTimer();
+    if (this.countedAttempt) {
+      this.countedAttempt = false;
+      this.host!.activeRequests--;
+    }
+  }
+
+  /**
+   * Ask the retry state whether this failed attempt is retried; on yes, arm the back-off timer.
+   * On no, remember URX/UO for the final answer and stop retrying.
+   */
+  private retryAfter(would: boolean): boolean {
+    const r = this.retry!;
+    const cluster = this.cluster!;
+    const st = r.shouldRetry(would, cluster.resources, cluster.stats);
+    if (st === RetryStatus.Yes) {
+      this.retryTimer = setTimeout(onRetryTimer, r.backoffMs(random32()), this);
+      return true;
+    }
+    if (st === RetryStatus.LimitExceeded) this.retryFlag = 'URX';
+    else if (st === RetryStatus.Overflow) this.retryFlag = 'UO';
+    this.dropRetry();
+    return false;
+  }
+
+  private retryReset(kind: ResetKind): boolean {
+    const r = this.retry;
+    if (r === undefined) return false;
+    return this.retryAfter(r.wouldRetryReset(kind, this.requestSent));
+  }
+
+  private dropRetry(): void {
+    const r = this.retry;
+    if (r === undefined) return;
+    this.retry = undefined;
+    r.release(this.cluster!.resources);
+  }
+
+  /** The back-off elapsed: pick a host (another one, with previous_hosts) and try again. */
+  onRetryTimer(): void {
+    this.retryTimer = undefined;
+    if (this.done) return;
+    const cluster = this.cluster!;
+    const r = this.retry;
+    let host = cluster.pickHost();
+    if (r !== undefined && r.previous !== undefined && host !== undefined) {
+      for (let i = 0; i < r.policy.hostSelectionRetryMaxAttempts && r.previous.includes(host); i++) {
+        const next = cluster.pickHost();
+        if (next === undefined) break;
+        host = next;
+      }
+    }
+    if (host === undefined) {
+      this.failWith('KEEL_NO_HEALTHY_UPSTREAM');
+      return;
+    }
+    this.startAttempt(host);
+  }
+
+  private startPerTryTimer(): void {
+    if (this.perTryTimer === undefined) this.perTryTimer = setTimeout(onPerTryTimeout, this.perTryMs, this);
+  }
+
+  private clearPerTryTimer(): void {
+    if (this.perTryTimer !== undefined) {
+      clearTimeout(this.perTryTimer);
+      this.perTryTimer = undefined;
+    }
+  }
+
+  /** The per-try timeout fired before the response started: end this attempt, maybe retry. */
+  onPerTryTimeout(): void {
+    this.perTryTimer = undefined;
+    if (this.done || this.responseStarted) return;
+    const cluster = this.cluster!;
+    cluster.stats.upstreamRqPerTryTimeout++;
+    cluster.recordOutcome(this.host!, OUTCOME_TIMEOUT);
+    this.abandonUpstream();
+    this.endAttempt();
+    if (this.retryReset('timeout')) return;
+    this.sendLocalReply(504, 'upstream request timeout', 'upstream_per_try_timeout', this.withRetryFlag('UT'));
+  }
+
+  private withRetryFlag(flag: string): string {
+    return this.retryFlag === '' ? flag : `${flag},${this.retryFlag}`;
   }
 
   /** strip_any_host_port / strip_matching_host_port: the port leaves :authority before routing. */
@@ -308,7 +478,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   private prepareUpstreamHeaders(headers: HeaderMap, route: CompiledRoute, pick: ClusterPick, host: Host): void {
     const cfg = this.hcm.config;
     finalizeRequestHeaders(route, pick, headers, this, { keepOriginalPath: !cfg.suppressEnvoyHeaders, upstreamHostname: host.hostname });
-    const timeout = this.routeTimeoutMs();
+    // Envoy advertises the per-try timeout when there is one, else the route timeout.
+    const timeout = this.perTryMs > 0 ? this.perTryMs : this.routeTimeoutMs();
     if (!cfg.suppressEnvoyHeaders) {
       if (timeout > 0) headers.set('x-envoy-expected-rq-timeout-ms', String(timeout));
       headers.remove('x-envoy-upstream-rq-timeout-ms');
@@ -333,7 +504,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     this.timer = undefined;
     if (this.done) return;
     this.cluster && this.cluster.stats.upstreamRqTimeout++;
+    if (!this.responseStarted && this.upstream !== undefined) this.cluster!.recordOutcome(this.host!, OUTCOME_TIMEOUT);
     this.abandonUpstream();
+    if (!this.responseStarted) this.endAttempt();
+    this.dropRetry();
     if (!this.responseStarted) {
       this.failWith('KEEL_UPSTREAM_TIMEOUT');
     } else {
@@ -349,8 +523,13 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       this.requestComplete = true;
       this.startTimer();
     }
+    if (this.retry !== undefined) {
+      this.decodeDataRetriable(this.retry, chunk, endStream);
+      return;
+    }
     const up = this.upstream;
     if (up !== undefined) {
+      if (endStream && this.perTryMs > 0) this.startPerTryTimer();
       if (!up.sendData(chunk, endStream)) this.downstream.pauseRequest();
       return;
     }
@@ -362,12 +541,47 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     }
   }
 
+  /**
+   * Request body of a request that may still be retried: kept (up to RETRY_BUFFER_LIMIT) for the
+   * next attempt, and streamed to the current one. Past the limit the request is no longer retried;
+   * if that happens between attempts, Envoy answers 507.
+   */
+  private decodeDataRetriable(r: RetryState, chunk: Buffer, endStream: boolean): void {
+    const up = this.upstream;
+    if (r.bodyBytes + chunk.length <= RETRY_BUFFER_LIMIT) {
+      r.body.push(ownChunk(chunk));
+      r.bodyBytes += chunk.length;
+      if (up !== undefined) {
+        if (endStream && this.perTryMs > 0) this.startPerTryTimer();
+        if (!up.sendData(chunk, endStream)) this.downstream.pauseRequest();
+      }
+      // waiting for a pool or a back-off: the next onPoolReady sends the kept body
+      return;
+    }
+    this.dropRetry();
+    if (up !== undefined) {
+      if (endStream && this.perTryMs > 0) this.startPerTryTimer();
+      if (!up.sendData(chunk, endStream)) this.downstream.pauseRequest();
+    } else if (this.waitingForPool) {
+      this.buffered = r.body;
+      this.buffered.push(ownChunk(chunk));
+      this.bufferedBytes = r.bodyBytes + chunk.length;
+      this.bufferedEnd = endStream;
+      this.downstream.pauseRequest();
+    } else {
+      this.sendLocalReply(507, 'exceeded request buffer limit while retrying upstream', 'request_payload_exceeded_retry_buffer_limit', '');
+    }
+  }
+
   decodeTrailers(trailers: HeaderMap): void {
     if (this.done) return;
     this.requestComplete = true;
     this.startTimer();
-    if (this.upstream) this.upstream.sendTrailers(trailers);
-    else if (this.waitingForPool) this.bufferedTrailers = trailers;
+    if (this.retry !== undefined) this.retry.trailers = trailers;
+    if (this.upstream) {
+      if (this.perTryMs > 0) this.startPerTryTimer();
+      this.upstream.sendTrailers(trailers);
+    } else if (this.waitingForPool && this.retry === undefined) this.bufferedTrailers = trailers;
   }
 
   /** The downstream went away (client closed or reset). */
@@ -375,6 +589,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     if (this.done) return;
     this.responseFlags ||= 'DC';
     this.abandonUpstream();
+    this.endAttempt();
     this.finish();
   }
 
@@ -404,6 +619,21 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     }
     this.waitingForPool = false;
     this.upstream = up;
+    this.requestSent = true;
+    if (this.perTryMs > 0 && this.requestComplete) this.startPerTryTimer();
+    const r = this.retry;
+    if (r !== undefined) {
+      // (Re-)send everything kept so far; the rest streams through decodeData.
+      const chunks = r.body;
+      const n = chunks.length;
+      const tr = r.trailers;
+      const ends = this.requestComplete && tr === undefined;
+      up.sendHeaders(this.headers, ends && n === 0);
+      for (let i = 0; i < n; i++) up.sendData(chunks[i], ends && i === n - 1);
+      if (tr !== undefined) up.sendTrailers(tr);
+      if (!this.requestComplete) this.downstream.resumeRequest();
+      return;
+    }
     const hasBody = this.buffered !== undefined || this.bufferedTrailers !== undefined;
     up.sendHeaders(this.headers, this.requestComplete && !hasBody);
     if (this.buffered !== undefined) {
@@ -424,6 +654,13 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
 
   onPoolFailure(code: ErrorCode, _detail: string): void {
     this.waitingForPool = false;
+    if (this.done) return;
+    const overflow = code === 'KEEL_UPSTREAM_OVERFLOW';
+    if (!overflow && this.host !== undefined) {
+      this.cluster!.recordOutcome(this.host, code === 'KEEL_UPSTREAM_CONNECT_TIMEOUT' ? OUTCOME_TIMEOUT : OUTCOME_CONNECT_FAILURE);
+    }
+    this.endAttempt();
+    if (this.retry !== undefined && this.retryReset(overflow ? 'overflow' : 'connect_failure')) return;
     this.failWith(code);
   }
 
@@ -432,7 +669,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     if (this.done) return;
     const r = LOCAL_REPLIES[code] ?? LOCAL_REPLIES.KEEL_UPSTREAM_CONNECT_FAILURE;
     const extra = code === 'KEEL_UPSTREAM_OVERFLOW' ? new HeaderMap(['x-envoy-overloaded', 'true']) : undefined;
-    this.sendLocalReply(r.status, r.body, r.details, r.flag, extra);
+    this.sendLocalReply(r.status, r.body, r.details, this.retryFlag === '' ? r.flag : this.withRetryFlag(r.flag), extra);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -445,13 +682,20 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   }
 
   onUpstreamHeaders(status: number, headers: HeaderMap, endStream: boolean, trailers: boolean): void {
-    if (this.done) return;
+    if (this.done || this.upstream === undefined) return;
+    const cluster = this.cluster!;
+    countStatus(cluster.stats, status);
+    cluster.recordOutcome(this.host!, statusOutcome(status));
+    if (this.retry !== undefined && this.retryHeaders(status, headers, endStream)) return;
+    this.clearPerTryTimer();
     this.responseStarted = true;
     this.responseCode = status;
     this.responseCodeDetails = 'via_upstream';
-    const cluster = this.cluster!;
-    countStatus(cluster.stats, status);
+    if (this.retryFlag !== '') this.responseFlags = this.retryFlag;
     this.responseHeaders = headers;
+    if (this.route!.virtualHost.config.includeAttemptCountInResponse) {
+      headers.set('x-envoy-attempt-count', String(this.attemptCount));
+    }
     const cfg = this.hcm.config;
     if (!cfg.suppressEnvoyHeaders) headers.set('x-envoy-upstream-service-time', String(Date.now() - this.upstreamStart));
     this.applyServerHeader(headers);
@@ -467,8 +711,24 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     if (endStream) this.onResponseEnd();
   }
 
+  /**
+   * A response arrived while the request may still be retried: nothing of it has gone downstream.
+   * true: it is retried (this attempt is dropped); false: it is the answer.
+   */
+  private retryHeaders(status: number, headers: HeaderMap, endStream: boolean): boolean {
+    const would = this.retry!.wouldRetryHeaders(status, headers);
+    if (!this.retryAfter(would)) return false;
+    const up = this.upstream!;
+    this.upstream = undefined;
+    // A finished exchange leaves the connection reusable; otherwise drop the rest of it.
+    if (!endStream || !this.requestComplete) up.reset();
+    this.endAttempt();
+    return true;
+  }
+
   onUpstreamData(chunk: Buffer, endStream: boolean): void {
-    if (this.done) return;
+    // upstream undefined: the tail of a response that was retried
+    if (this.done || this.upstream === undefined) return;
     this.bytesSent += chunk.length;
     if (endStream) this.responseComplete = true;
     const ok = this.downstream.writeData(chunk, endStream);
@@ -477,16 +737,19 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   }
 
   onUpstreamTrailers(trailers: HeaderMap): void {
-    if (this.done) return;
+    if (this.done || this.upstream === undefined) return;
     this.responseComplete = true;
     this.downstream.writeTrailers(trailers);
     this.onResponseEnd();
   }
 
-  onUpstreamReset(code: ErrorCode, _detail: string): void {
+  onUpstreamReset(code: ErrorCode, detail: string): void {
+    if (this.done || this.upstream === undefined) return;
     this.upstream = undefined;
-    if (this.done) return;
     if (!this.responseStarted) {
+      this.cluster!.recordOutcome(this.host!, code === 'KEEL_UPSTREAM_PROTOCOL_ERROR' ? OUTCOME_PROTOCOL_ERROR : OUTCOME_RESET);
+      this.endAttempt();
+      if (this.retry !== undefined && this.retryReset(detail === 'refused stream' ? 'refused_stream' : 'reset')) return;
       this.failWith(code);
     } else {
       this.responseFlags = (LOCAL_REPLIES[code] ?? LOCAL_REPLIES.KEEL_UPSTREAM_RESET).flag;
@@ -554,10 +817,19 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     if (this.done) return;
     this.done = true;
     this.clearTimer();
+    this.clearPerTryTimer();
+    if (this.retryTimer !== undefined) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    this.dropRetry();
     this.hcm.stats.downstreamRqActive--;
     if (this.countedRequest) {
       this.countedRequest = false;
       this.cluster!.resources.requests.dec();
+    }
+    if (this.countedAttempt) {
+      this.countedAttempt = false;
       this.host!.activeRequests--;
     }
     this.downstream.onStreamComplete();
@@ -629,6 +901,14 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
 
 function onRouteTimeout(s: ActiveStream): void {
   s.onTimeout();
+}
+
+function onPerTryTimeout(s: ActiveStream): void {
+  s.onPerTryTimeout();
+}
+
+function onRetryTimer(s: ActiveStream): void {
+  s.onRetryTimer();
 }
 
 function countStatus(st: Cluster['stats'], status: number): void {
