@@ -7,6 +7,7 @@
 import type * as net from 'node:net';
 import { ErrorCode, grpcStatusForHttp, LOCAL_REPLIES } from '../common/errors';
 import { ownChunk } from '../common/read-buffer';
+import { requestHash } from '../router/hash-policy';
 import { finalizeRequestHeaders, finalizeResponseHeaders, routeReply, sslRedirectLocation, stripInternalOnlyHeaders } from '../router/apply';
 import type { FormatContext } from '../common/header-format';
 import type { ForwardAction } from '../config/types';
@@ -137,6 +138,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   }
 
   route: CompiledRoute | undefined;
+  /** the route's hash_policy applied to this request (RING_HASH / MAGLEV), when it has one */
+  private hash: number | undefined;
   private pick: ClusterPick | undefined;
   cluster: Cluster | undefined;
   host: Host | undefined;
@@ -274,7 +277,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     }
     this.pick = pick;
     this.cluster = cluster;
-    const host = cluster.pickHost();
+    if (action.hashPolicy.length > 0) this.hash = requestHash(action.hashPolicy, headers, this.path, this.remoteAddress);
+    const host = cluster.pickHost(this.hash);
     if (host === undefined) {
       this.failWith('KEEL_NO_HEALTHY_UPSTREAM');
       return;
@@ -382,10 +386,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     if (this.done) return;
     const cluster = this.cluster!;
     const r = this.retry;
-    let host = cluster.pickHost();
+    let host = cluster.pickHost(this.hash);
     if (r !== undefined && r.previous !== undefined && host !== undefined) {
       for (let i = 0; i < r.policy.hostSelectionRetryMaxAttempts && r.previous.includes(host); i++) {
-        const next = cluster.pickHost();
+        const next = cluster.pickHost(this.hash);
         if (next === undefined) break;
         host = next;
       }

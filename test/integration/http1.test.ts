@@ -291,3 +291,39 @@ t.test('STRICT_DNS cluster resolves its hostname; use_remote_address appends x-f
   t.equal(h.host, 'localhost', 'auto_host_rewrite uses the DNS name');
   t.equal(h['x-envoy-internal'], 'true', 'loopback is internal');
 });
+
+t.test('RING_HASH with a header hash_policy keeps each user on one host', async (t) => {
+  const a = await startUpstream('a');
+  const b = await startUpstream('b');
+  const ring = `
+  - name: ring
+    type: STATIC
+    lb_policy: RING_HASH
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: ring
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${a.port} } } }
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${b.port} } } }`;
+  const keel = await startKeel(
+    bootstrap(`            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: ring, hash_policy: [{ header: { header_name: x-user } }] } }] }`, ring),
+  );
+  t.teardown(async () => {
+    await keel.stop();
+    await a.close();
+    await b.close();
+  });
+  const hostFor = new Map<string, Set<string>>();
+  for (let i = 0; i < 60; i++) {
+    const user = `user-${i % 20}`;
+    const r = await request(`${keel.url}/h`, { headers: { 'x-user': user } });
+    const up = String(r.headers['x-upstream']);
+    await r.body.text();
+    if (!hostFor.has(user)) hostFor.set(user, new Set());
+    hostFor.get(user)!.add(up);
+  }
+  t.ok([...hostFor.values()].every((s) => s.size === 1), 'each user always lands on the same host');
+  const used = new Set([...hostFor.values()].flatMap((s) => [...s]));
+  t.equal(used.size, 2, 'users spread over both hosts');
+});
