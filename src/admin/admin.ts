@@ -88,7 +88,17 @@ export class AdminServer {
         `${p}upstream_rq_timeout: ${s.upstreamRqTimeout}`,
         `${p}upstream_cx_active: ${c.resources.connections.count}`,
         `${p}upstream_rq_active: ${c.resources.requests.count}`,
+        `${p}upstream_rq_per_try_timeout: ${s.upstreamRqPerTryTimeout}`,
+        `${p}upstream_rq_retry: ${s.upstreamRqRetry}`,
+        `${p}upstream_rq_retry_success: ${s.upstreamRqRetrySuccess}`,
+        `${p}upstream_rq_retry_overflow: ${s.upstreamRqRetryOverflow}`,
+        `${p}upstream_rq_retry_limit_exceeded: ${s.upstreamRqRetryLimitExceeded}`,
+        `${p}circuit_breakers.default.cx_open: ${c.resources.connections.canCreate() ? 0 : 1}`,
+        `${p}circuit_breakers.default.rq_pending_open: ${c.resources.pendingRequests.canCreate() ? 0 : 1}`,
+        `${p}circuit_breakers.default.rq_open: ${c.resources.requests.canCreate() ? 0 : 1}`,
+        `${p}circuit_breakers.default.rq_retry_open: ${c.resources.retries.canCreate() ? 0 : 1}`,
       );
+      if (c.outlier) for (const [k, v] of Object.entries(c.outlier.stats)) lines.push(`${p}outlier_detection.${k}: ${v}`);
     }
     for (const l of this.keel.listeners) {
       for (const hcm of l.connectionManagers) {

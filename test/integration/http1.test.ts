@@ -327,3 +327,27 @@ t.test('RING_HASH with a header hash_policy keeps each user on one host', async 
   const used = new Set([...hostFor.values()].flatMap((s) => [...s]));
   t.equal(used.size, 2, 'users spread over both hosts');
 });
+
+t.test('admin: /ready, /stats counters and /clusters', async (t) => {
+  const up = await startUpstream('u');
+  const keel = await startKeel(
+    'admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }\n' +
+      bootstrap(`            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u } }] }`, cluster('u', up.port)),
+  );
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  for (let i = 0; i < 3; i++) await (await request(`${keel.url}/s`)).body.text();
+  await (await request(`${keel.url}/s`, { headers: { host: 'x' }, method: 'GET' })).body.text();
+  const admin = `http://127.0.0.1:${keel.server.admin!.port}`;
+  const ready = await request(`${admin}/ready`);
+  t.equal(ready.statusCode, 200);
+  t.equal(await ready.body.text(), 'LIVE\n');
+  const stats = await (await request(`${admin}/stats`)).body.text();
+  t.match(stats, /^cluster\.u\.upstream_rq_2xx: 4$/m);
+  t.match(stats, /^http\.test\.downstream_rq_2xx: 4$/m);
+  t.match(stats, /^cluster\.u\.upstream_rq_retry: 0$/m);
+  const clusters = await (await request(`${admin}/clusters`)).body.text();
+  t.match(clusters, new RegExp(`^u::127\\.0\\.0\\.1:${up.port}::health_flags::healthy$`, 'm'));
+});
