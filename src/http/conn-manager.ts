@@ -6,6 +6,8 @@ import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import type { HttpConnectionManagerConfig, RuntimeValues } from '../config/types';
 import { RouteTable, Runtime } from '../router/route-table';
+import { onSweep } from '../common/clock';
+import type { ActiveStream } from './stream';
 import type { ClusterManager } from '../upstream/cluster-manager';
 
 /** Counters Envoy keeps per HCM stat prefix (http.<prefix>.*). */
@@ -57,6 +59,8 @@ export class ConnectionManager {
   readonly upgradeTypes: ReadonlySet<string>;
   readonly runtime: Runtime;
   private readonly internalCidrs: net.BlockList | undefined;
+  /** streams in flight, for the stream_idle_timeout sweep */
+  private readonly active = new Set<ActiveStream>();
 
   constructor(
     readonly config: HttpConnectionManagerConfig,
@@ -67,6 +71,7 @@ export class ConnectionManager {
     this.maxHeaderBytes = config.maxRequestHeadersKb * 1024;
     this.upgradeTypes = new Set(config.upgradeConfigs.filter((u) => u.enabled).map((u) => u.upgradeType.toLowerCase()));
     this.runtime = new Runtime(runtime);
+    if (config.streamIdleTimeoutMs > 0) onSweep(this.sweepIdle);
     if (config.internalAddressCidrs.length > 0) {
       const bl = new net.BlockList();
       for (const c of config.internalAddressCidrs) {
@@ -76,6 +81,20 @@ export class ConnectionManager {
       this.internalCidrs = bl;
     }
   }
+
+  track(s: ActiveStream): void {
+    this.active.add(s);
+  }
+
+  untrack(s: ActiveStream): void {
+    this.active.delete(s);
+  }
+
+  /** stream_idle_timeout, checked once a second against each stream's coarse last-activity time. */
+  private readonly sweepIdle = (now: number): void => {
+    const idle = this.config.streamIdleTimeoutMs;
+    for (const s of this.active) if (now - s.lastActivity >= idle) s.onStreamIdle();
+  };
 
   newRequestId(): string {
     return randomUUID();

@@ -7,6 +7,7 @@
 import type * as net from 'node:net';
 import { ErrorCode, grpcStatusForHttp, LOCAL_REPLIES } from '../common/errors';
 import { ownChunk } from '../common/read-buffer';
+import { coarseNow } from '../common/clock';
 import { requestHash } from '../router/hash-policy';
 import { finalizeRequestHeaders, finalizeResponseHeaders, routeReply, sslRedirectLocation, stripInternalOnlyHeaders } from '../router/apply';
 import type { FormatContext } from '../common/header-format';
@@ -196,6 +197,55 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     this.runtime = hcm.runtime;
     hcm.stats.downstreamRqTotal++;
     hcm.stats.downstreamRqActive++;
+    this.lastActivity = coarseNow();
+    hcm.track(this);
+    const cfg = hcm.config;
+    if (cfg.requestTimeoutMs > 0) this.requestTimer = setTimeout(onRequestTimeout, cfg.requestTimeoutMs, this);
+    if (cfg.maxStreamDurationMs > 0) this.durationTimer = setTimeout(onDurationTimeout, cfg.maxStreamDurationMs, this);
+  }
+
+  /** coarse time of the last bytes either way, for stream_idle_timeout (ConnectionManager sweeps) */
+  lastActivity = 0;
+  private requestTimer: NodeJS.Timeout | undefined;
+  private durationTimer: NodeJS.Timeout | undefined;
+
+  /** stream_idle_timeout: nothing moved either way for the configured time. */
+  onStreamIdle(): void {
+    if (this.done) return;
+    this.abandonUpstream();
+    if (!this.responseStarted) this.failWith('KEEL_STREAM_IDLE_TIMEOUT');
+    else {
+      this.responseFlags = 'SI';
+      this.resetDownstream();
+    }
+  }
+
+  /** request_timeout: the whole request was not received in time. */
+  onRequestTimeout(): void {
+    this.requestTimer = undefined;
+    if (this.done || this.requestComplete) return;
+    this.abandonUpstream();
+    if (!this.responseStarted) this.sendLocalReply(408, 'request timeout', 'request_overall_timeout', '');
+    else this.resetDownstream();
+  }
+
+  /** max_stream_duration (HCM): the stream lived too long. */
+  onDurationTimeout(): void {
+    this.durationTimer = undefined;
+    if (this.done) return;
+    this.abandonUpstream();
+    if (!this.responseStarted) this.sendLocalReply(408, 'downstream duration timeout', 'duration_timeout', 'DT');
+    else {
+      this.responseFlags = 'DT';
+      this.resetDownstream();
+    }
+  }
+
+  private requestDone(): void {
+    if (this.requestTimer !== undefined) {
+      clearTimeout(this.requestTimer);
+      this.requestTimer = undefined;
+    }
   }
 
   // ------------------------------------------------------------------------------------------
@@ -205,6 +255,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   decodeHeaders(headers: HeaderMap, endStream: boolean, expectContinue = false): void {
     this.headers = headers;
     this.requestComplete = endStream;
+    if (endStream) this.requestDone();
     const hcm = this.hcm;
     const cfg = hcm.config;
     this.method = headers.first(':method') ?? 'GET';
@@ -522,9 +573,11 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
 
   decodeData(chunk: Buffer, endStream: boolean): void {
     if (this.done) return;
+    this.lastActivity = coarseNow();
     this.bytesReceived += chunk.length;
     if (endStream) {
       this.requestComplete = true;
+      this.requestDone();
       this.startTimer();
     }
     if (this.retry !== undefined) {
@@ -579,6 +632,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
 
   decodeTrailers(trailers: HeaderMap): void {
     if (this.done) return;
+    this.requestDone();
     this.requestComplete = true;
     this.startTimer();
     if (this.retry !== undefined) this.retry.trailers = trailers;
@@ -686,6 +740,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   }
 
   onUpstreamHeaders(status: number, headers: HeaderMap, endStream: boolean, trailers: boolean): void {
+    this.lastActivity = coarseNow();
     if (this.done || this.upstream === undefined) return;
     const cluster = this.cluster!;
     countStatus(cluster.stats, status);
@@ -733,6 +788,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   onUpstreamData(chunk: Buffer, endStream: boolean): void {
     // upstream undefined: the tail of a response that was retried
     if (this.done || this.upstream === undefined) return;
+    this.lastActivity = coarseNow();
     this.bytesSent += chunk.length;
     if (endStream) this.responseComplete = true;
     const ok = this.downstream.writeData(chunk, endStream);
@@ -820,6 +876,12 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   private finish(): void {
     if (this.done) return;
     this.done = true;
+    this.hcm.untrack(this);
+    this.requestDone();
+    if (this.durationTimer !== undefined) {
+      clearTimeout(this.durationTimer);
+      this.durationTimer = undefined;
+    }
     this.clearTimer();
     this.clearPerTryTimer();
     if (this.retryTimer !== undefined) {
@@ -901,6 +963,14 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     }
     this.finish();
   }
+}
+
+function onRequestTimeout(s: ActiveStream): void {
+  s.onRequestTimeout();
+}
+
+function onDurationTimeout(s: ActiveStream): void {
+  s.onDurationTimeout();
 }
 
 function onRouteTimeout(s: ActiveStream): void {
