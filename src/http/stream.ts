@@ -329,7 +329,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     this.pick = pick;
     this.cluster = cluster;
     if (action.hashPolicy.length > 0) this.hash = requestHash(action.hashPolicy, headers, this.path, this.remoteAddress);
-    const host = cluster.pickHost(this.hash);
+    // ORIGINAL_DST: the host is where the connection was going (restored by the listener).
+    const host = this.pickHost(cluster);
     if (host === undefined) {
       this.failWith('KEEL_NO_HEALTHY_UPSTREAM');
       return;
@@ -437,10 +438,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     if (this.done) return;
     const cluster = this.cluster!;
     const r = this.retry;
-    let host = cluster.pickHost(this.hash);
+    let host = this.pickHost(cluster);
     if (r !== undefined && r.previous !== undefined && host !== undefined) {
       for (let i = 0; i < r.policy.hostSelectionRetryMaxAttempts && r.previous.includes(host); i++) {
-        const next = cluster.pickHost(this.hash);
+        const next = this.pickHost(cluster);
         if (next === undefined) break;
         host = next;
       }
@@ -478,6 +479,11 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
 
   private withRetryFlag(flag: string): string {
     return this.retryFlag === '' ? flag : `${flag},${this.retryFlag}`;
+  }
+
+  /** The cluster's load balancer's choice; for ORIGINAL_DST, where the connection was going. */
+  private pickHost(cluster: Cluster): Host | undefined {
+    return cluster.config.type === 'ORIGINAL_DST' ? cluster.originalDstHost(this.localAddress, this.localPort) : cluster.pickHost(this.hash);
   }
 
   /** strip_any_host_port / strip_matching_host_port: the port leaves :authority before routing. */

@@ -14,8 +14,18 @@ import { onSweep } from '../common/clock';
 import { TcpProxy } from './tcp-proxy';
 import { H2_PREFACE, ReplaySocket, sniffConnection } from './peek';
 import type { ConnectionInfo } from '../http/stream';
+import { originalDst } from '../native';
+import { readsOriginalDst } from './original-dst';
 
 const TLS_INFO = Symbol('keel.tlsConnectionInfo');
+/** On a raw socket handed to a TLS chain: its restored original destination, for tcp_proxy. */
+const ORIG_DST = Symbol('keel.originalDst');
+
+/** A connection's restored original destination (SO_ORIGINAL_DST), when it was redirected. */
+export interface Destination {
+  readonly address: string;
+  readonly port: number;
+}
 
 /** The listener-filter decision: TLS by its first byte, h2c by the whole preface, else HTTP/1. */
 function wantProtocol(b: Buffer): 'more' | 'done' {
@@ -31,6 +41,11 @@ export interface ListenerDeps {
   readonly runtime: RuntimeValues;
   /** RDS: route tables by name (issue: xDS); inline route configs need none. */
   readonly routeProvider?: (name: string) => RouteTableProvider;
+  /**
+   * use_original_dst hand-off: the listener configured for a connection's original destination
+   * (bind_to_port or not), or undefined. Without it a listener serves every connection itself.
+   */
+  readonly findListener?: (address: string, port: number) => Listener | undefined;
 }
 
 class Chain {
@@ -92,6 +107,8 @@ export class Listener {
   private readonly h1Connections = new Set<H1ServerConnection>();
   private draining = false;
   private readonly stopSweep: () => void;
+  private readonly readsOriginalDst: boolean;
+  private readonly findListener?: (address: string, port: number) => Listener | undefined;
 
   /** HCM idle_timeout for HTTP/1 connections, checked once a second. */
   private readonly sweep = (now: number): void => {
@@ -103,12 +120,15 @@ export class Listener {
 
   constructor(readonly config: ListenerConfig, deps: ListenerDeps) {
     this.name = config.name;
+    this.readsOriginalDst = readsOriginalDst(config);
+    if (config.useOriginalDst) this.findListener = deps.findListener;
     this.chains = config.filterChains.map((c) => new Chain(c, deps));
     if (config.defaultFilterChain) this.defaultChain = new Chain(config.defaultFilterChain, deps);
     for (const chain of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) {
       chain.onSecure = (t) => {
         const info = chain.connectionInfo(t);
-        if (chain.tcp) chain.tcp.handle(t, undefined);
+        const parent = (t as unknown as { _parent?: Record<symbol, Destination | undefined> })._parent;
+        if (chain.tcp) chain.tcp.handle(t, undefined, parent?.[ORIG_DST]);
         else if (t.alpnProtocol === 'h2' && chain.h2) chain.h2.handle(t, info);
         else this.serveH1(t, chain, undefined, info);
       };
@@ -151,6 +171,32 @@ export class Listener {
 
   private readonly onConnection = (socket: net.Socket): void => {
     // The server pauses accepted sockets: nothing is read until a consumer (or a peek) asks.
+    let dst: Destination | undefined;
+    if (this.readsOriginalDst) {
+      try {
+        const d = originalDst(socket);
+        dst = { address: d.address, port: d.port };
+      } catch {
+        // ENOENT: not redirected (no NAT entry); the socket's own address is the destination.
+        dst = undefined;
+      }
+    }
+    if (dst && this.findListener) {
+      const target = this.findListener(dst.address, dst.port);
+      if (target && target !== this) {
+        target.accept(socket, dst);
+        return;
+      }
+    }
+    this.accept(socket, dst);
+  };
+
+  /**
+   * Serves a connection: accepted here, or handed off by a use_original_dst listener. `dst` is its
+   * restored original destination: filter-chain matching and the connection info see it instead of
+   * the socket's local address, and an ORIGINAL_DST tcp_proxy connects to it.
+   */
+  accept(socket: net.Socket, dst: Destination | undefined): void {
     if (this.draining) {
       socket.destroy();
       return;
@@ -158,7 +204,8 @@ export class Listener {
     this.connections.add(socket);
     socket.on('close', () => this.connections.delete(socket));
     socket.on('error', () => undefined);
-    const candidates = this.candidates(socket);
+    const local: Destination = dst ?? { address: socket.localAddress ?? '', port: socket.localPort ?? 0 };
+    const candidates = this.candidates(local);
     if (candidates.length === 0) {
       socket.destroy();
       return;
@@ -166,7 +213,7 @@ export class Listener {
     const tlsMixed = candidates.some((c) => c.isTls) && candidates.some((c) => !c.isTls);
     const h2Sniff = candidates.some((c) => !c.isTls && c.h2 !== undefined && c.hcm!.config.codecType === 'AUTO');
     if (!tlsMixed && !h2Sniff) {
-      this.serve(socket, candidates[0], undefined, false);
+      this.serve(socket, candidates[0], undefined, false, local, dst);
       return;
     }
     sniffConnection(socket, { timeoutMs: this.config.listenerFiltersTimeoutMs, want: wantProtocol }).then(
@@ -187,16 +234,16 @@ export class Listener {
           return;
         }
         const isH2 = !isTls && r.bytes.length >= H2_PREFACE.length && r.bytes.subarray(0, H2_PREFACE.length).equals(H2_PREFACE);
-        this.serve(socket, chain, r.consumed ? r.bytes : undefined, isH2);
+        this.serve(socket, chain, r.consumed ? r.bytes : undefined, isH2, local, dst);
       },
       () => socket.destroy(),
     );
-  };
+  }
 
   /** Filter chains that fit the connection's destination, most specific first (Envoy's order). */
-  private candidates(socket: net.Socket): Chain[] {
-    const port = socket.localPort ?? 0;
-    const addr = socket.localAddress ?? '';
+  private candidates(local: Destination): Chain[] {
+    const port = local.port;
+    const addr = local.address;
     const byPort = this.chains.filter((c) => c.config.match.destinationPort === port);
     let set = byPort.length > 0 ? byPort : this.chains.filter((c) => c.config.match.destinationPort === undefined);
     const withRange = set.filter((c) => c.config.match.prefixRanges.some((r) => inCidr(addr, r.addressPrefix, r.prefixLen)));
@@ -207,14 +254,15 @@ export class Listener {
 
   /**
    * Hands a connection to its chain. `consumed` holds bytes already read off the socket (the
-   * sniffing twin without the addon); `isH2` says the sniff saw the HTTP/2 preface.
+   * sniffing twin without the addon); `isH2` says the sniff saw the HTTP/2 preface; `local` is the
+   * destination the connection is served as (the restored original one, `dst`, when there is one).
    */
-  private serve(raw: net.Socket, chain: Chain, consumed: Buffer | undefined, isH2: boolean): void {
+  private serve(raw: net.Socket, chain: Chain, consumed: Buffer | undefined, isH2: boolean, local: Destination, dst: Destination | undefined): void {
     const info: ConnectionInfo = {
       remoteAddress: raw.remoteAddress ?? '',
       remotePort: raw.remotePort ?? 0,
-      localAddress: raw.localAddress ?? '',
-      localPort: raw.localPort ?? 0,
+      localAddress: local.address,
+      localPort: local.port,
       secure: chain.isTls,
     };
     if (chain.isTls) {
@@ -222,11 +270,12 @@ export class Listener {
       // state as one from a listening TLS server (node:http2 relies on that).
       const base: net.Socket = consumed ? (new ReplaySocket(raw, consumed) as unknown as net.Socket) : raw;
       (base as unknown as Record<symbol, ConnectionInfo>)[TLS_INFO] = info;
+      (base as unknown as Record<symbol, Destination | undefined>)[ORIG_DST] = dst;
       chain.tlsServer!.emit('connection', base);
       return;
     }
     if (chain.tcp) {
-      chain.tcp.handle(raw, consumed);
+      chain.tcp.handle(raw, consumed, dst);
       return;
     }
     if (chain.h2 && (chain.hcm!.config.codecType === 'HTTP2' || isH2)) {
@@ -256,7 +305,7 @@ export class Listener {
   stopAccepting(): void {
     this.draining = true;
     this.stopSweep();
-    this.server.close();
+    if (this.server.listening) this.server.close();
     for (const c of this.h1Connections) c.drain();
     for (const ch of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) ch.h2?.drain();
   }

@@ -22,10 +22,20 @@ export class TcpProxy {
     return w[w.length - 1].name;
   }
 
-  handle(down: net.Socket, initial: Buffer | undefined): void {
+  /**
+   * Proxies one downstream connection. `originalDst` is its restored original destination (a
+   * connection redirected to a use_original_dst listener): an ORIGINAL_DST cluster connects there,
+   * and without one it has no host (the connection is closed).
+   */
+  handle(down: net.Socket, initial: Buffer | undefined, originalDst?: { readonly address: string; readonly port: number }): void {
     const name = this.pickCluster();
     const cluster = name !== undefined ? this.clusters.get(name) : undefined;
-    const host = cluster?.pickHost();
+    const host =
+      cluster?.config.type === 'ORIGINAL_DST'
+        ? originalDst
+          ? cluster.originalDstHost(originalDst.address, originalDst.port)
+          : undefined
+        : cluster?.pickHost();
     if (!cluster || !host) {
       down.destroy();
       return;

@@ -3,6 +3,7 @@
 
 import type { Bootstrap } from '../config/types';
 import { Listener } from '../listener/listener';
+import { checkOriginalDstSupport, ListenerIndex } from '../listener/original-dst';
 import { ClusterManager } from '../upstream/cluster-manager';
 import { AdminServer } from '../admin/admin';
 import { Logger } from '../common/logger';
@@ -27,8 +28,12 @@ export class KeelServer {
   constructor(readonly bootstrap: Bootstrap, private readonly opts: ServerOptions = {}) {
     this.log = opts.log ?? new Logger('info');
     this.clusters = new ClusterManager(bootstrap.clusters);
-    const deps = { clusters: this.clusters, runtime: bootstrap.runtime };
-    this.listeners = bootstrap.listeners.filter((l) => l.bindToPort).map((l) => new Listener(l, deps));
+    // Every listener is built; only bind_to_port ones listen. The others serve connections that a
+    // use_original_dst listener hands them by original destination (istiod's 0.0.0.0_9080 etc.).
+    let index: ListenerIndex<Listener> | undefined;
+    const deps = { clusters: this.clusters, runtime: bootstrap.runtime, findListener: (address: string, port: number) => index?.find(address, port) };
+    this.listeners = bootstrap.listeners.map((l) => new Listener(l, deps));
+    index = new ListenerIndex(this.listeners);
     if (bootstrap.admin && opts.admin !== false) this.admin = new AdminServer(bootstrap.admin, this);
   }
 
@@ -36,9 +41,10 @@ export class KeelServer {
   async start(): Promise<Map<string, number>> {
     if (this.started) throw new Error('already started');
     this.started = true;
+    checkOriginalDstSupport(this.bootstrap.listeners);
     await this.clusters.initialized();
     const ports = new Map<string, number>();
-    for (const l of this.listeners) ports.set(l.name, await l.listen());
+    for (const l of this.listeners) if (l.config.bindToPort) ports.set(l.name, await l.listen());
     if (this.admin) await this.admin.listen();
     this.ready = true;
     return ports;

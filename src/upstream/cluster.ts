@@ -64,7 +64,12 @@ export interface ClusterOptions {
   readonly outlierTimer?: boolean;
   /** load-balancer tuning (ring sizes, choice count, ...); Envoy's defaults otherwise */
   readonly lb?: LbOptions;
+  /** ORIGINAL_DST clusters: how often hosts unused since the last pass are dropped (Envoy's cleanup_interval, default 5 s). */
+  readonly originalDstCleanupMs?: number;
 }
+
+/** Envoy's default cleanup_interval for ORIGINAL_DST clusters. */
+const ORIGINAL_DST_CLEANUP_MS = 5000;
 
 /** Envoy's default overprovisioning factor, in percent. */
 const OVERPROVISIONING = 140;
@@ -115,6 +120,9 @@ export class Cluster {
   private dnsTimer: NodeJS.Timeout | undefined;
   private readonly tlsOptions?: tls.ConnectionOptions;
   private destroyed = false;
+  /** ORIGINAL_DST: hosts made on demand by `address:port`, and whether each was used since the last cleanup pass. */
+  private readonly originalDstHosts = new Map<string, { host: Host; used: boolean }>();
+  private originalDstTimer: NodeJS.Timeout | undefined;
   /** Resolves once the first host set is known (DNS clusters), for readiness. */
   readonly initialized: Promise<void>;
 
@@ -135,6 +143,11 @@ export class Cluster {
         timer: opts.outlierTimer !== false,
         onChange: () => this.rebuild(),
       });
+    }
+    if (config.type === 'ORIGINAL_DST') {
+      const every = opts.originalDstCleanupMs ?? ORIGINAL_DST_CLEANUP_MS;
+      this.originalDstTimer = setInterval(() => this.cleanupOriginalDst(), every);
+      this.originalDstTimer.unref();
     }
     if (config.type === 'STRICT_DNS' || config.type === 'LOGICAL_DNS') {
       this.initialized = this.resolve();
@@ -210,6 +223,37 @@ export class Cluster {
     return slice.level.lb(slice.kind).pick(hash);
   }
 
+  /**
+   * ORIGINAL_DST (lb_policy CLUSTER_PROVIDED): the host for a connection's original destination,
+   * made on first use and kept while used; a host unused for a whole cleanup interval is dropped
+   * (its idle pooled connections close). Not part of `hosts` or the priority levels: no balancing.
+   */
+  originalDstHost(address: string, port: number): Host | undefined {
+    if (this.destroyed) return undefined;
+    const ip = address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
+    const key = net.isIPv6(ip) ? `[${ip}]:${port}` : `${ip}:${port}`;
+    let e = this.originalDstHosts.get(key);
+    if (e === undefined) this.originalDstHosts.set(key, (e = { host: new Host(this, ip, port, '', undefined), used: true }));
+    e.used = true;
+    return e.host;
+  }
+
+  /** ORIGINAL_DST hosts currently known (for admin and tests). */
+  get originalDstHostCount(): number {
+    return this.originalDstHosts.size;
+  }
+
+  /** One cleanup pass: drop the hosts not used since the previous pass, mark the rest unused. */
+  cleanupOriginalDst(): void {
+    for (const [key, e] of this.originalDstHosts) {
+      if (e.used) e.used = false;
+      else {
+        this.originalDstHosts.delete(key);
+        e.host.drain();
+      }
+    }
+  }
+
   private async resolve(): Promise<void> {
     if (this.destroyed) return;
     const cfg = this.config;
@@ -267,13 +311,17 @@ export class Cluster {
   drain(): void {
     this.destroyed = true;
     if (this.dnsTimer) clearTimeout(this.dnsTimer);
+    if (this.originalDstTimer) clearInterval(this.originalDstTimer);
     this.outlier?.stop();
     for (const h of this.hosts) h.drain();
+    for (const e of this.originalDstHosts.values()) e.host.drain();
   }
 
   destroy(): void {
     this.drain();
     for (const h of this.hosts) h.destroy();
+    for (const e of this.originalDstHosts.values()) e.host.destroy();
+    this.originalDstHosts.clear();
   }
 }
 
