@@ -351,3 +351,46 @@ t.test('admin: /ready, /stats counters and /clusters', async (t) => {
   const clusters = await (await request(`${admin}/clusters`)).body.text();
   t.match(clusters, new RegExp(`^u::127\\.0\\.0\\.1:${up.port}::health_flags::healthy$`, 'm'));
 });
+
+t.test('garbage on the wire never takes keel down', async (t) => {
+  const up = await startUpstream('u');
+  const keel = await startKeel(bootstrap(`            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u } }] }`, cluster('u', up.port)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  let seed = 12345;
+  const rand = (): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x7fffffff;
+  };
+  const payloads: Buffer[] = [];
+  for (let i = 0; i < 100; i++) {
+    const len = 1 + Math.floor(rand() * 300);
+    const b = Buffer.alloc(len);
+    for (let j = 0; j < len; j++) b[j] = Math.floor(rand() * 256);
+    // some start like HTTP/2 or TLS to reach those paths too
+    if (i % 10 === 1) Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n').copy(b, 0, 0, Math.min(24, len));
+    if (i % 10 === 2) b[0] = 0x16;
+    if (i % 10 === 3) Buffer.from('GET / HTTP/1.1\r\nHost: a\r\n').copy(b, 0, 0, Math.min(25, len));
+    payloads.push(b);
+  }
+  await Promise.all(
+    payloads.map(
+      (p) =>
+        new Promise<void>((resolve) => {
+          const s = net.connect(keel.port, '127.0.0.1', () => {
+            s.write(p);
+            s.end();
+          });
+          s.on('data', () => undefined);
+          s.on('error', () => resolve());
+          s.on('close', () => resolve());
+          s.setTimeout(3000, () => s.destroy());
+        }),
+    ),
+  );
+  const r = await request(`${keel.url}/still-alive`);
+  t.equal(r.statusCode, 200);
+  await r.body.text();
+});
