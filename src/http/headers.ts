@@ -81,30 +81,4 @@ export class HeaderMap {
     raw.length = w;
     return removed;
   }
-
-  /** Plain object for node:http2 (repeated values become arrays; set-cookie stays an array). */
-  toObject(): Record<string, string | string[]> {
-    const out: Record<string, string | string[]> = {};
-    const raw = this.raw;
-    for (let i = 0; i < raw.length; i += 2) {
-      const k = raw[i];
-      const prev = out[k];
-      if (prev === undefined) out[k] = raw[i + 1];
-      else if (Array.isArray(prev)) prev.push(raw[i + 1]);
-      else out[k] = [prev, raw[i + 1]];
-    }
-    return out;
-  }
 }
-
-/** Hop-by-hop headers that a proxy never forwards (RFC 9110 7.6.1), plus the ones Envoy strips. */
-export const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'proxy-authenticate',
-  'trailer',
-]);

@@ -120,12 +120,6 @@ export function sslRedirectLocation(authority: string, path: string): string {
   return `https://${authority}${path}`;
 }
 
-/** The status a direct_response or redirect route answers with, undefined otherwise. */
-export function routeReplyStatus(route: CompiledRoute): number | undefined {
-  const a = route.config.action;
-  return a.kind === 'redirect' ? a.responseCode : a.kind === 'direct_response' ? a.status : undefined;
-}
-
 function withResponseHeaders(ctx: FormatContext, responseHeaders: HeaderMap): FormatContext {
   return {
     remoteAddress: ctx.remoteAddress,
