@@ -3,35 +3,17 @@
 // --cleanup-only removes everything. Needs root, iproute2 (ip netns) and iptables; skipped otherwise.
 import t from 'tap';
 import { execFile, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
+import { createNetns, netnsSkipReason } from '../helpers/netns';
 
 const MAIN = path.join(__dirname, '../../src/cli/main.ts');
 
-function missing(): string | undefined {
-  if (process.platform !== 'linux') return 'Linux only';
-  if (process.getuid?.() !== 0) return 'needs root (ip netns add, iptables)';
-  for (const cmd of ['ip', 'iptables', 'iptables-save', 'iptables-restore']) {
-    if (spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0) return `${cmd} not installed (apt-get install -y iptables iproute2)`;
-  }
-  return undefined;
-}
-
-const why = missing();
-const ns = `keel-ipt-${randomBytes(4).toString('hex')}`;
-let nsReady = false;
-if (why === undefined) {
-  const add = spawnSync('ip', ['netns', 'add', ns], { encoding: 'utf8' });
-  if (add.status === 0) {
-    nsReady = true;
-    spawnSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-  } else {
-    t.comment(`ip netns add failed: ${add.stderr}`);
-  }
-}
+const why = netnsSkipReason(['ip', 'iptables', 'iptables-save', 'iptables-restore'], 'iptables iproute2');
+const netns = why === undefined ? createNetns('keel-ipt') : undefined;
+const skip = why ?? (netns instanceof Error ? netns.message : false);
+const ns = netns !== undefined && !(netns instanceof Error) ? netns.name : '';
 const removeNs = (): void => {
-  if (nsReady) spawnSync('ip', ['netns', 'del', ns]);
-  nsReady = false;
+  if (netns !== undefined && !(netns instanceof Error)) netns.remove();
 };
 t.teardown(removeNs);
 process.once('exit', removeNs); // also when the run is cut short
@@ -60,7 +42,7 @@ function save(table: string): string {
 
 const istioLines = (s: string): string[] => s.split('\n').filter((l) => l.includes('ISTIO'));
 
-t.test('install, reinstall, validate, clean up', { skip: why ?? (nsReady ? false : 'could not create a network namespace') }, async (t) => {
+t.test('install, reinstall, validate, clean up', { skip }, async (t) => {
   const flags = ['-p', '15001', '-z', '15006', '-u', '0', '-g', '0', '-m', 'REDIRECT', '-b', '*', '-d', '15090,15021', '-i', '10.0.0.0/8'];
   const first = await keel(flags);
   t.equal(first.code, 0, first.stderr);
@@ -96,7 +78,7 @@ t.test('install, reinstall, validate, clean up', { skip: why ?? (nsReady ? false
   t.match(invalid.stderr, /validation timeout/);
 });
 
-t.test('TPROXY, DNS and drop-invalid: mangle and raw, then cleanup', { skip: why ?? (nsReady ? false : 'could not create a network namespace') }, async (t) => {
+t.test('TPROXY, DNS and drop-invalid: mangle and raw, then cleanup', { skip }, async (t) => {
   const flags = ['-m', 'TPROXY', '-b', '*', '--redirect-dns', '--capture-all-dns', '--drop-invalid', '-c', 'eth9'];
   const r = await keel(flags);
   t.equal(r.code, 0, r.stderr);

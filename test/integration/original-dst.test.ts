@@ -8,11 +8,11 @@
 // setpriv and keel's native addon (SO_ORIGINAL_DST); skipped otherwise.
 import t from 'tap';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { native } from '../../src/native';
+import { createNetns, netnsSkipReason } from '../helpers/netns';
 import { decodeBootstrap } from '../../src/config/bootstrap';
 import { Cluster } from '../../src/upstream/cluster';
 import { ListenerIndex } from '../../src/listener/original-dst';
@@ -25,51 +25,30 @@ const P_CHAIN = 19443; // matched by a filter chain of the 15001 listener itself
 const P_NOTHING = 18999; // nothing listens there: passthrough, then connection refused
 
 function missing(): string | undefined {
-  if (process.platform !== 'linux') return 'Linux only';
-  if (process.getuid?.() !== 0) return 'needs root (ip netns add, iptables)';
-  for (const cmd of ['ip', 'iptables', 'setpriv']) {
-    if (spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0) return `${cmd} not installed (apt-get install -y iptables iproute2 util-linux)`;
-  }
+  const why = netnsSkipReason(['ip', 'iptables', 'setpriv'], 'iptables iproute2 util-linux');
+  if (why !== undefined) return why;
   if (!native.available) return `keel's native addon is not in use (${native.reason}); use_original_dst needs it`;
   return undefined;
 }
 
 let why = missing();
-const ns = `keel-od-${randomBytes(4).toString('hex')}`;
-let nsReady = false;
+const netns = why === undefined ? createNetns('keel-od') : undefined;
+if (netns instanceof Error) why = netns.message;
+const ns = netns !== undefined && !(netns instanceof Error) ? netns.name : '';
 if (why === undefined) {
-  const add = spawnSync('ip', ['netns', 'add', ns], { encoding: 'utf8' });
-  if (add.status === 0) {
-    nsReady = true;
-    spawnSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    const rule = spawnSync(
-      'ip',
-      ['netns', 'exec', ns, 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '-m', 'owner', '!', '--uid-owner', '0', '-j', 'REDIRECT', '--to-ports', '15001'],
-      { encoding: 'utf8' },
-    );
-    if (rule.status !== 0) why = `iptables in the namespace failed: ${rule.stderr.trim()}`;
-  } else {
-    why = `ip netns add failed: ${add.stderr.trim()}`;
-  }
+  const rule = spawnSync(
+    'ip',
+    ['netns', 'exec', ns, 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '-m', 'owner', '!', '--uid-owner', '0', '-j', 'REDIRECT', '--to-ports', '15001'],
+    { encoding: 'utf8' },
+  );
+  if (rule.status !== 0) why = `iptables in the namespace failed: ${rule.stderr.trim()}`;
 }
 
 const children: ChildProcess[] = [];
 const dir = mkdtempSync(path.join(os.tmpdir(), 'keel-od-'));
 const cleanUp = (): void => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  if (nsReady) {
-    // anything else still running in the namespace was started by this test
-    const pids = spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split('\n').filter((p) => /^\d+$/.test(p));
-    for (const p of pids) {
-      try {
-        process.kill(Number(p), 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    spawnSync('ip', ['netns', 'del', ns]);
-    nsReady = false;
-  }
+  if (netns !== undefined && !(netns instanceof Error)) netns.remove(); // also kills what is left inside
   rmSync(dir, { recursive: true, force: true });
 };
 t.teardown(cleanUp);
