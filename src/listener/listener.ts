@@ -49,6 +49,8 @@ export interface ListenerDeps {
 }
 
 class Chain {
+  /** destination prefix_ranges, compiled once; undefined when the chain has none */
+  readonly prefixes?: net.BlockList;
   readonly hcm?: ConnectionManager;
   readonly h2?: H2Server;
   readonly tcp?: TcpProxy;
@@ -56,6 +58,7 @@ class Chain {
   readonly tlsServer?: tls.Server;
 
   constructor(readonly config: FilterChainConfig, deps: ListenerDeps) {
+    if (config.match.prefixRanges.length > 0) this.prefixes = compileCidrs(config.match.prefixRanges);
     const f = config.filter;
     if (f.kind === 'http_connection_manager') {
       let provider: RouteTableProvider;
@@ -246,8 +249,8 @@ export class Listener {
     const addr = local.address;
     const byPort = this.chains.filter((c) => c.config.match.destinationPort === port);
     let set = byPort.length > 0 ? byPort : this.chains.filter((c) => c.config.match.destinationPort === undefined);
-    const withRange = set.filter((c) => c.config.match.prefixRanges.some((r) => inCidr(addr, r.addressPrefix, r.prefixLen)));
-    set = withRange.length > 0 ? withRange : set.filter((c) => c.config.match.prefixRanges.length === 0);
+    const withRange = set.filter((c) => c.prefixes !== undefined && inCidrs(c.prefixes, addr));
+    set = withRange.length > 0 ? withRange : set.filter((c) => c.prefixes === undefined);
     if (set.length === 0 && this.defaultChain) return [this.defaultChain];
     return this.defaultChain ? [...set, this.defaultChain] : set;
   }
@@ -326,12 +329,21 @@ export class Listener {
   }
 }
 
-function inCidr(addr: string, prefix: string, len: number): boolean {
+function compileCidrs(ranges: readonly { readonly addressPrefix: string; readonly prefixLen: number }[]): net.BlockList {
+  const bl = new net.BlockList();
+  for (const r of ranges) {
+    try {
+      bl.addSubnet(r.addressPrefix, r.prefixLen, net.isIPv6(r.addressPrefix) ? 'ipv6' : 'ipv4');
+    } catch {
+      // validated at load; an unusable range simply matches nothing
+    }
+  }
+  return bl;
+}
+
+function inCidrs(bl: net.BlockList, addr: string): boolean {
+  const a = addr.startsWith('::ffff:') ? addr.slice(7) : addr;
   try {
-    const bl = new net.BlockList();
-    const type = net.isIPv6(prefix) ? 'ipv6' : 'ipv4';
-    bl.addSubnet(prefix, len, type);
-    const a = addr.startsWith('::ffff:') && type === 'ipv4' ? addr.slice(7) : addr;
     return bl.check(a, net.isIPv6(a) ? 'ipv6' : 'ipv4');
   } catch {
     return false;

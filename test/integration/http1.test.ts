@@ -394,3 +394,36 @@ t.test('garbage on the wire never takes keel down', async (t) => {
   t.equal(r.statusCode, 200);
   await r.body.text();
 });
+
+t.test('filter chains match on destination prefix_ranges (most specific chain wins)', async (t) => {
+  const hit = await startUpstream('prefix-hit');
+  const other = await startUpstream('no-prefix');
+  const chain = (match: string, c: string): string => `
+    - filter_chain_match: ${match}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ${c}
+          route_config: { virtual_hosts: [{ name: v, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: ${c} } }] }] }
+          http_filters: [{ name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }]`;
+  const yaml = `
+static_resources:
+  listeners:
+  - name: ranges
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:${chain('{ prefix_ranges: [{ address_prefix: 10.0.0.0, prefix_len: 8 }] }', 'other')}${chain('{ prefix_ranges: [{ address_prefix: 127.0.0.0, prefix_len: 8 }] }', 'hit')}${chain('{}', 'other')}
+  clusters:
+${cluster('hit', hit.port)}
+${cluster('other', other.port)}
+`;
+  const keel = await startKeel(yaml);
+  t.teardown(async () => {
+    await keel.stop();
+    await hit.close();
+    await other.close();
+  });
+  const r = await request(`${keel.url}/r`);
+  t.equal(r.headers['x-upstream'], 'prefix-hit');
+  await r.body.text();
+});
