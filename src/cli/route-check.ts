@@ -10,6 +10,7 @@
 // Where keel's proxy differs from Envoy's tool, route-check does what keel's proxy does (e.g. it
 // removes internal_only_headers from requests that are not internal).
 
+import { registerHttpFilters } from '../filters';
 import { eachFlag, UsageError } from './args';
 import * as fs from 'node:fs';
 import { parseDocument } from 'yaml';
@@ -140,6 +141,7 @@ export async function runRouteCheck(argv: string[], io: RouteCheckIO = PROCESS_I
     const { routes, warnings } = parseRouteConfigurationText(readText(opts.configPath), opts.configPath, formatOf(opts.configPath));
     for (const w of warnings) io.stderr(`keel: warning: ${w}\n`);
     try {
+      registerHttpFilters();
       table = new RouteTable(routes);
     } catch (e) {
       throw new ConfigError([{ path: opts.configPath, message: (e as Error).message }]);

@@ -9,6 +9,7 @@ import { parseDocument } from 'yaml';
 import { compileRe2, compileRe2Full, compileSubstitution } from '../common/re2';
 import { Diagnostics, IgnoredFields, isObject, readAny, Reader } from './decode';
 import { ConfigError } from './errors';
+import { filterDecoder, perRouteDecoder } from './http-filters';
 import type {
   AppendAction,
   Bootstrap,
@@ -32,6 +33,7 @@ import type {
   HttpConnectionManagerConfig,
   HttpFilterConfig,
   LbPolicy,
+  PerFilterConfig,
   ListenerConfig,
   ListenerFilterConfig,
   LocalityEndpointsConfig,
@@ -614,11 +616,39 @@ function decodeMetadata(r: Reader, field = 'metadata'): Record<string, unknown> 
   return r.sub(field, 'Metadata', (m) => m.struct('filter_metadata')) ?? {};
 }
 
-function decodeTypedPerFilterConfig(r: Reader): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+/**
+ * typed_per_filter_config: filter name -> the filter's per-route config, decoded by its decoder.
+ * envoy.config.route.v3.FilterConfig wraps one with is_optional / disabled. Config for a filter
+ * keel does not implement is skipped with a warning (Istio sends some for its telemetry filters).
+ */
+function decodeTypedPerFilterConfig(r: Reader): Record<string, PerFilterConfig> {
+  const out: Record<string, PerFilterConfig> = {};
   for (const { key, value, path } of r.map('typed_per_filter_config')) {
-    if (!isObject(value) || typeof value['@type'] !== 'string') r.diag.problem(path, `expected an object with '@type'`);
-    else out[key] = value;
+    let typed = readAny(r.diag, path, value);
+    if (typed === undefined) continue;
+    let disabled = false;
+    let optional = false;
+    if (typed.typeName === 'envoy.config.route.v3.FilterConfig') {
+      const fc = typed.reader.retype('FilterConfig');
+      disabled = fc.bool('disabled', false);
+      optional = fc.bool('is_optional', false);
+      const inner = fc.has('config') ? fc.typed('config') : undefined;
+      fc.done();
+      if (inner === undefined) {
+        if (disabled) out[key] = { typeName: '', config: undefined, disabled };
+        else if (!fc.has('config')) r.diag.problem(path, 'FilterConfig needs config unless disabled');
+        continue;
+      }
+      typed = inner;
+    }
+    const d = perRouteDecoder(typed.typeName);
+    if (d === undefined || d.decodePerRoute === undefined) {
+      if (!disabled) r.diag.warn(path, `skipping per-route config ${typed.typeName}${optional ? ' (optional)' : ''}: keel does not implement that filter`);
+      continue;
+    }
+    const config = d.decodePerRoute(typed.reader);
+    typed.reader.done();
+    if (config !== undefined) out[key] = { typeName: typed.typeName, config, disabled };
   }
   return out;
 }
@@ -1526,6 +1556,10 @@ function decodeHttpFilters(r: Reader): { filters: HttpFilterConfig[]; suppressEn
         rc.done();
       }
       filters.push({ name, typeName: TYPE.router, config: typed ? { ...typed.reader.raw } : {}, isOptional, disabled });
+    } else if (typed !== undefined && filterDecoder(typeName) !== undefined) {
+      const config = filterDecoder(typeName)!.decode(typed.reader);
+      typed.reader.done();
+      if (config !== undefined) filters.push({ name, typeName, config, isOptional, disabled });
     } else if (SKIPPED_HTTP_FILTERS.has(name) || SKIPPED_HTTP_FILTERS.has(typeName)) {
       diag.warn(path, `skipping HTTP filter ${label}: keel does not implement this telemetry filter yet`);
     } else if (isOptional || disabled) {

@@ -220,8 +220,17 @@ export interface RouteConfigEntry extends HeaderMutations {
   readonly match: RouteMatchConfig;
   readonly action: RouteActionConfig;
   readonly metadata: Readonly<Record<string, unknown>>;
-  /** Per-filter config keyed by filter name, still in its decoded-JSON form for the owning filter. */
-  readonly typedPerFilterConfig: Readonly<Record<string, unknown>>;
+  /** Per-filter config keyed by the HTTP filter's name, decoded by that filter's config decoder. */
+  readonly typedPerFilterConfig: Readonly<Record<string, PerFilterConfig>>;
+}
+
+/** One typed_per_filter_config entry (a bare config, or envoy.config.route.v3.FilterConfig). */
+export interface PerFilterConfig {
+  readonly typeName: string;
+  /** the owning filter's decoded per-route config (a domain type of config/filters/) */
+  readonly config: unknown;
+  /** FilterConfig.disabled: the filter is off for this route / virtual host */
+  readonly disabled: boolean;
 }
 
 export interface VirtualClusterConfig {
@@ -238,7 +247,7 @@ export interface VirtualHostConfig extends HeaderMutations {
   readonly retryPolicy?: RetryPolicyConfig;
   readonly includeRequestAttemptCount: boolean;
   readonly includeAttemptCountInResponse: boolean;
-  readonly typedPerFilterConfig: Readonly<Record<string, unknown>>;
+  readonly typedPerFilterConfig: Readonly<Record<string, PerFilterConfig>>;
 }
 
 export interface RouteTableConfig extends HeaderMutations {
@@ -256,7 +265,8 @@ export interface HttpFilterConfig {
   readonly name: string;
   /** Fully qualified proto type, from typed_config's @type (without the type.googleapis.com/ prefix). */
   readonly typeName: string;
-  readonly config: Readonly<Record<string, unknown>>;
+  /** the filter's decoded config (a domain type of config/filters/); the router's raw fields */
+  readonly config: unknown;
   readonly isOptional: boolean;
   readonly disabled: boolean;
 }

@@ -9,6 +9,7 @@ import { RouteTable, Runtime } from '../router/route-table';
 import { onSweep } from '../common/clock';
 import type { ActiveStream } from './stream';
 import type { ClusterManager } from '../upstream/cluster-manager';
+import type { HttpFilterFactory } from './filter';
 
 /** Counters Envoy keeps per HCM stat prefix (http.<prefix>.*). */
 export interface HcmStats {
@@ -61,12 +62,16 @@ export class ConnectionManager {
   private readonly internalCidrs: net.BlockList | undefined;
   /** streams in flight, for the stream_idle_timeout sweep */
   private readonly active = new Set<ActiveStream>();
+  /** Called with each stream when it is over (access logs, metrics), in order. */
+  readonly completionHooks: Array<(s: ActiveStream) => void> = [];
 
   constructor(
     readonly config: HttpConnectionManagerConfig,
     readonly routes: RouteTableProvider,
     readonly clusters: ClusterManager,
     runtime: RuntimeValues = {},
+    /** the HTTP filters before the router, built from config.httpFilters (src/filters/) */
+    readonly filters: readonly HttpFilterFactory[] = [],
   ) {
     this.maxHeaderBytes = config.maxRequestHeadersKb * 1024;
     this.upgradeTypes = new Set(config.upgradeConfigs.filter((u) => u.enabled).map((u) => u.upgradeType.toLowerCase()));

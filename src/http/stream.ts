@@ -18,7 +18,9 @@ import type { AttemptOutcome, Cluster } from '../upstream/cluster';
 import type { Host } from '../upstream/host';
 import type { PoolCallbacks, UpstreamStream } from '../upstream/types';
 import { ConnectionManager, httpDate } from './conn-manager';
+import { FilterCallbacks, FilterHeadersStatus, StreamFilter } from './filter';
 import { HeaderMap } from './headers';
+import type { RouteResult } from '../router/route-table';
 
 /** What a downstream codec offers a stream for writing its response. */
 export interface Downstream {
@@ -112,7 +114,7 @@ function random32(): number {
   return seed;
 }
 
-export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
+export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, FilterCallbacks {
   // RouteInput
   authority = '';
   path = '';
@@ -156,7 +158,13 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
   /** the whole response has been handed to the downstream */
   responseComplete = false;
   private done = false;
-  private grpc = false;
+  grpc = false;
+  readonly connection: ConnectionInfo;
+  /** the HTTP filters acting on this stream (those whose factory made one), in config order */
+  private filters: StreamFilter[] | undefined;
+  /** index of the filter that stopped the request (StopIteration); -1 when none is stopped */
+  private filterStoppedAt = -1;
+  private routeResult: RouteResult | undefined;
   private isHead = false;
   private timer: NodeJS.Timeout | undefined;
   private upstreamStart = 0;
@@ -188,6 +196,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     conn: ConnectionInfo,
   ) {
     this.secure = conn.secure;
+    this.connection = conn;
     this.remoteAddress = conn.remoteAddress;
     this.remotePort = conn.remotePort;
     this.localAddress = conn.localAddress;
@@ -281,6 +290,65 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     }
     stripInternalOnlyHeaders(table, headers, this.internal);
     const result = table.route(this);
+    this.routeResult = result;
+    if (result.kind === 'route') this.route = result.route;
+    if (hcm.filters.length > 0) {
+      this.createFilters();
+      if (this.filters !== undefined && !this.runDecodeFilters(0)) return;
+    }
+    this.routeRequest(result, headers);
+  }
+
+  /** Ask each filter factory for a filter for this stream; keep those that made one. */
+  private createFilters(): void {
+    const factories = this.hcm.filters;
+    for (let i = 0; i < factories.length; i++) {
+      const f = factories[i].create(this);
+      if (f !== undefined) (this.filters ??= []).push(f);
+    }
+  }
+
+  /** Run the request filters from `from`; false when one stopped the request or answered it. */
+  private runDecodeFilters(from: number): boolean {
+    const filters = this.filters!;
+    for (let i = from; i < filters.length; i++) {
+      const f = filters[i];
+      if (f.decodeHeaders === undefined) continue;
+      const st = f.decodeHeaders(this.headers, this.requestComplete);
+      if (this.done) return false;
+      if (st === FilterHeadersStatus.StopIteration) {
+        this.filterStoppedAt = i;
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** FilterCallbacks: resume after the filter that stopped the request. */
+  continueDecoding(): void {
+    const at = this.filterStoppedAt;
+    if (this.done || at < 0) return;
+    this.filterStoppedAt = -1;
+    if (!this.runDecodeFilters(at + 1)) return;
+    this.routeRequest(this.routeResult!, this.headers);
+  }
+
+  get ended(): boolean {
+    return this.done;
+  }
+
+  perFilterConfig(filterName: string): unknown {
+    return this.route?.perFilter?.get(filterName);
+  }
+
+  addResponseFlag(flag: string): void {
+    this.responseFlags = this.responseFlags === '' ? flag : `${this.responseFlags},${flag}`;
+  }
+
+  /** The router filter: answer from the route (redirect, direct response) or forward upstream. */
+  private routeRequest(result: RouteResult, headers: HeaderMap): void {
+    const hcm = this.hcm;
+    const endStream = this.requestComplete;
     if (result.kind === 'none') {
       hcm.stats.noRoute++;
       this.sendLocalReply(404, '', 'route_not_found', 'NR');
@@ -292,7 +360,6 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       return;
     }
     const route = result.route;
-    this.route = route;
     const action = route.config.action;
     switch (action.kind) {
       case 'direct_response':
@@ -347,6 +414,18 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     // or that carry a trusted x-envoy-retry-* / per-try header, pay for them.
     const policyCfg = action.retryPolicy ?? route.virtualHost.config.retryPolicy;
     if (policyCfg !== undefined || hasRetryHeaders(headers)) this.setupRetry(policyCfg, headers);
+    const r = this.retry;
+    if (r !== undefined && this.buffered !== undefined) {
+      // body that arrived while a filter held the request: kept for re-sending like the rest
+      if (this.bufferedBytes <= RETRY_BUFFER_LIMIT) {
+        for (let i = 0; i < this.buffered.length; i++) r.body.push(this.buffered[i]);
+        r.bodyBytes = this.bufferedBytes;
+        if (this.bufferedTrailers !== undefined) r.trailers = this.bufferedTrailers;
+        this.buffered = undefined;
+        this.bufferedBytes = 0;
+        this.bufferedTrailers = undefined;
+      } else this.dropRetry();
+    }
     this.prepareUpstreamHeaders(headers, route, pick, host);
     if (endStream) this.startTimer();
     this.startAttempt(host);
@@ -584,7 +663,15 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     if (endStream) {
       this.requestComplete = true;
       this.requestDone();
-      this.startTimer();
+      if (this.route !== undefined && this.filterStoppedAt < 0) this.startTimer();
+    }
+    if (this.filterStoppedAt >= 0) {
+      // a filter holds the request (fault delay): keep the body for the router
+      (this.buffered ??= []).push(ownChunk(chunk));
+      this.bufferedBytes += chunk.length;
+      if (endStream) this.bufferedEnd = true;
+      if (this.bufferedBytes > RETRY_BUFFER_LIMIT) this.downstream.pauseRequest();
+      return;
     }
     if (this.retry !== undefined) {
       this.decodeDataRetriable(this.retry, chunk, endStream);
@@ -640,6 +727,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
     if (this.done) return;
     this.requestDone();
     this.requestComplete = true;
+    if (this.filterStoppedAt >= 0) {
+      this.bufferedTrailers = trailers;
+      return;
+    }
     this.startTimer();
     if (this.retry !== undefined) this.retry.trailers = trailers;
     if (this.upstream) {
@@ -771,6 +862,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       if (id !== undefined) headers.set('x-request-id', id);
     }
     if (endStream) this.responseComplete = true;
+    if (this.filters !== undefined) this.encodeFilters(status, headers, endStream);
     this.countResponse(status);
     this.downstream.writeHeaders(status, headers, endStream, trailers);
     if (endStream) this.onResponseEnd();
@@ -895,6 +987,9 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       this.retryTimer = undefined;
     }
     this.dropRetry();
+    this.filterStoppedAt = -1;
+    const filters = this.filters;
+    if (filters !== undefined) for (let i = 0; i < filters.length; i++) filters[i].onDestroy?.();
     this.hcm.stats.downstreamRqActive--;
     if (this.countedRequest) {
       this.countedRequest = false;
@@ -904,7 +999,14 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       this.countedAttempt = false;
       this.host!.activeRequests--;
     }
+    const hooks = this.hcm.completionHooks;
+    for (let i = 0; i < hooks.length; i++) hooks[i](this);
     this.downstream.onStreamComplete();
+  }
+
+  private encodeFilters(status: number, headers: HeaderMap, endStream: boolean): void {
+    const filters = this.filters!;
+    for (let i = 0; i < filters.length; i++) filters[i].encodeHeaders?.(status, headers, endStream);
   }
 
   private countResponse(status: number): void {
@@ -942,6 +1044,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       if (body) headers.set('grpc-message', encodeURIComponent(body));
       headers.set('server', cfg.serverName);
       headers.set('date', httpDate());
+      if (this.filters !== undefined) this.encodeFilters(200, headers, true);
       this.countResponse(200);
       this.responseComplete = true;
       this.downstream.writeHeaders(200, headers, true);
@@ -959,9 +1062,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext {
       const id = this.headers?.first('x-request-id');
       if (id !== undefined) headers.set('x-request-id', id);
     }
+    const noBody = payload.length === 0 || this.isHead;
+    if (this.filters !== undefined) this.encodeFilters(status, headers, noBody);
     this.countResponse(status);
     this.responseComplete = true;
-    const noBody = payload.length === 0 || this.isHead;
     this.downstream.writeHeaders(status, headers, noBody);
     if (!noBody) {
       this.bytesSent += payload.length;

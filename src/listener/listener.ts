@@ -2,6 +2,7 @@
 // chain (destination port and address, TLS or plaintext by the first byte, SNI) and of a codec
 // (HTTP/2 by prior-knowledge preface or ALPN h2, else HTTP/1.x), or the TCP proxy.
 
+import { buildHttpFilters, registerHttpFilters } from '../filters';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { FilterChainConfig, ListenerConfig, RuntimeValues } from '../config/types';
@@ -61,11 +62,12 @@ class Chain {
     if (config.match.prefixRanges.length > 0) this.prefixes = compileCidrs(config.match.prefixRanges);
     const f = config.filter;
     if (f.kind === 'http_connection_manager') {
+      registerHttpFilters();
       let provider: RouteTableProvider;
       if (f.routeConfig) provider = new StaticRouteProvider(new RouteTable(f.routeConfig));
       else if (f.rdsName !== undefined && deps.routeProvider) provider = deps.routeProvider(f.rdsName);
       else provider = { current: () => undefined };
-      this.hcm = new ConnectionManager(f, provider, deps.clusters, deps.runtime);
+      this.hcm = new ConnectionManager(f, provider, deps.clusters, deps.runtime, buildHttpFilters(f.httpFilters, { statPrefix: f.statPrefix }));
       if (f.codecType !== 'HTTP1') this.h2 = new H2Server(this.hcm);
     } else {
       this.tcp = new TcpProxy(f, deps.clusters);

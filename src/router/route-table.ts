@@ -2,6 +2,7 @@
 // Envoy's semantics. Built once from a RouteTableConfig; `route()` is the per-request entry point and
 // does no parsing or compiling (query strings are parsed lazily, only for tables that match on them).
 
+import { compilePerFilterConfigs } from './per-filter';
 import type {
   ForwardAction,
   HeaderMutations,
@@ -290,6 +291,8 @@ export class CompiledRoute {
   readonly usesQuery: boolean;
   private readonly weighted?: CompiledWeightedClusters;
   private readonly staticPick?: ClusterPick;
+  /** typed_per_filter_config of the route over its virtual host's, compiled (per-filter.ts) */
+  readonly perFilter: ReadonlyMap<string, unknown> | undefined;
 
   constructor(cfg: RouteConfigEntry, vh: CompiledVirtualHost, table: RouteTableConfig) {
     this.name = cfg.name;
@@ -304,6 +307,7 @@ export class CompiledRoute {
     const msw = table.mostSpecificHeaderMutationsWins;
     this.requestMutations = compileMutations([cfg, vh.config, table], msw, 'request');
     this.responseMutations = compileMutations([cfg, vh.config, table], msw, 'response');
+    this.perFilter = compilePerFilterConfigs([cfg.typedPerFilterConfig, vh.config.typedPerFilterConfig]);
     const a = cfg.action;
     if (a.kind === 'route') {
       this.forward = a;

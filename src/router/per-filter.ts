@@ -1,0 +1,31 @@
+// Per-route filter config, compiled when the route table is built. Filters register a compiler
+// for their per-route config types (src/filters/index.ts, registerHttpFilters); the route table
+// calls it once per typed_per_filter_config entry, so the request path only reads the result.
+// Config types nobody registered are kept as decoded.
+
+import type { PerFilterConfig } from '../config/types';
+
+export type PerFilterCompiler = (config: unknown) => unknown;
+
+const COMPILERS = new Map<string, PerFilterCompiler>();
+
+export function registerPerFilterCompiler(typeName: string, compile: PerFilterCompiler): void {
+  COMPILERS.set(typeName, compile);
+}
+
+/**
+ * filter name -> compiled per-route config, most specific level first (route, then virtual host);
+ * a disabled entry becomes null.
+ */
+export function compilePerFilterConfigs(levels: readonly Readonly<Record<string, PerFilterConfig>>[]): ReadonlyMap<string, unknown> | undefined {
+  let out: Map<string, unknown> | undefined;
+  for (const level of levels) {
+    for (const name of Object.keys(level)) {
+      if (out?.has(name)) continue;
+      const e = level[name];
+      const compile = COMPILERS.get(e.typeName);
+      (out ??= new Map()).set(name, e.disabled ? null : compile ? compile(e.config) : e.config);
+    }
+  }
+  return out;
+}
