@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'KEEL_NO_HEALTHY_UPSTREAM'
   | 'KEEL_UPSTREAM_CONNECT_FAILURE'
   | 'KEEL_UPSTREAM_CONNECT_TIMEOUT'
+  | 'KEEL_UPSTREAM_TLS_VERIFY_FAILED'
   | 'KEEL_UPSTREAM_RESET'
   | 'KEEL_UPSTREAM_CONNECTION_TERMINATION'
   | 'KEEL_UPSTREAM_PROTOCOL_ERROR'
@@ -44,6 +45,14 @@ export const LOCAL_REPLIES: Readonly<Record<string, LocalReplySpec>> = {
     flag: 'UF',
     body: 'upstream connect error or disconnect/reset before headers. reset reason: connection failure',
     details: 'upstream_reset_before_response_started{connection_failure}',
+  },
+  // The upstream's certificate failed verification (chain or SAN matchers): Envoy's wording with
+  // BoringSSL's CERTIFICATE_VERIFY_FAILED error string as the transport failure reason.
+  KEEL_UPSTREAM_TLS_VERIFY_FAILED: {
+    status: 503,
+    flag: 'UF',
+    body: 'upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end',
+    details: 'upstream_reset_before_response_started{connection_failure,TLS_error:|268435581:SSL_routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end}',
   },
   KEEL_UPSTREAM_CONNECT_TIMEOUT: {
     status: 503,

@@ -3,6 +3,7 @@
 // max_pending_requests) while max_connections are busy. Request heads are written with a single
 // socket write; response bytes are framed by the shared H1 parser and handed to the stream.
 
+import { isCertVerifyError } from '../security/tls-context';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { coarseNow, onSweep } from '../common/clock';
@@ -46,7 +47,12 @@ export class H1Connection implements UpstreamStream, H1Handler {
     if (c.upstreamBindSource) (opts as net.TcpNetConnectOpts).localAddress = c.upstreamBindSource.address;
     const tlsOpts = host.cluster.tlsOptionsFor(host);
     if (tlsOpts) {
-      this.socket = tls.connect({ ...opts, ...tlsOpts });
+      // TLS session resumption, as Envoy does upstream: the host's last session, while the
+      // options it was made with (secrets) are still the current ones.
+      const last = host.tlsSession;
+      const session = last !== undefined && last.options === tlsOpts ? last.session : undefined;
+      this.socket = tls.connect({ ...opts, ...tlsOpts, ...(session ? { session } : {}) });
+      this.socket.on('session', (sess: Buffer) => (host.tlsSession = { options: tlsOpts, session: sess }));
       this.socket.on('data', this.onData);
     } else {
       // Plain TCP reads land in one shared buffer (no Readable machinery, no allocation per
@@ -112,7 +118,7 @@ export class H1Connection implements UpstreamStream, H1Handler {
 
   private readonly onError = (e: NodeJS.ErrnoException): void => {
     if (this.state === ConnState.Connecting) {
-      this.fail('KEEL_UPSTREAM_CONNECT_FAILURE', e.code ?? e.message);
+      this.fail(isCertVerifyError(e) ? 'KEEL_UPSTREAM_TLS_VERIFY_FAILED' : 'KEEL_UPSTREAM_CONNECT_FAILURE', e.code ?? e.message);
       return;
     }
     const code: ErrorCode = e.code === 'ECONNRESET' || e.code === 'EPIPE' ? 'KEEL_UPSTREAM_RESET' : 'KEEL_UPSTREAM_CONNECTION_TERMINATION';

@@ -2,6 +2,7 @@
 // is at its peer's max concurrent streams or going away), h2c by prior knowledge or TLS with ALPN h2.
 // Each request is a ClientHttp2Stream wrapped as an UpstreamStream.
 
+import { isCertVerifyError } from '../security/tls-context';
 import * as http2 from 'node:http2';
 import type { ErrorCode } from '../common/errors';
 import { ownChunk } from '../common/read-buffer';
@@ -227,7 +228,7 @@ class Session {
     if (!this.ready && !this.failed) {
       this.failed = true;
       if (this.connectTimer) clearTimeout(this.connectTimer);
-      this.pool.onSessionFailed(this, 'KEEL_UPSTREAM_CONNECT_FAILURE', e.code ?? e.message);
+      this.pool.onSessionFailed(this, isCertVerifyError(e) ? 'KEEL_UPSTREAM_TLS_VERIFY_FAILED' : 'KEEL_UPSTREAM_CONNECT_FAILURE', e.code ?? e.message);
     }
   };
 

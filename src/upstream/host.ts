@@ -1,18 +1,32 @@
-// One upstream endpoint of a cluster: its address, metadata, health, and its connection pools
-// (created on first use, one per protocol).
+// One upstream endpoint of a cluster: its address, metadata, health (the load assignment's status
+// and the active health checker's verdict), and its connection pools (created on first use, one per
+// protocol).
 
 import type { EndpointConfig, HealthStatus } from '../config/types';
 import type { Cluster } from './cluster';
 import { H1Pool } from './h1-pool';
 import { H2Pool } from './h2-pool';
 import type { ConnPool } from './types';
+import type { UpstreamTls } from '../security/tls-context';
+
+let hostSeq = 0;
 
 export class Host {
+  /** creation order across all hosts (slow start tells first-set hosts from later ones by it) */
+  readonly seq = ++hostSeq;
   private h1?: H1Pool;
   private h2?: H2Pool;
   activeRequests = 0;
   health: HealthStatus;
+  /** the active health checker says this host fails (set until its first check passes) */
+  activeHcFailed = false;
+  /** when the host joined the cluster (ms), for slow start */
+  readonly addedAt = Date.now();
   readonly weight: number;
+  /** Its transport socket, chosen once by the cluster (null = plaintext; undefined = not chosen yet). */
+  transport: UpstreamTls | null | undefined = undefined;
+  /** The last TLS session with this host and the options it was negotiated with (resumption). */
+  tlsSession: { readonly options: object; readonly session: Buffer } | undefined = undefined;
 
   constructor(
     readonly cluster: Cluster,
@@ -31,7 +45,27 @@ export class Host {
   }
 
   get healthy(): boolean {
-    return this.health === 'HEALTHY' || this.health === 'UNKNOWN';
+    return (this.health === 'HEALTHY' || this.health === 'UNKNOWN') && !this.activeHcFailed;
+  }
+
+  /** DEGRADED in the load assignment and not failing active health checks. */
+  get degraded(): boolean {
+    return this.health === 'DEGRADED' && !this.activeHcFailed;
+  }
+
+  /** for admin: failing active health checks */
+  get failedActiveHealthCheck(): boolean {
+    return this.activeHcFailed;
+  }
+
+  /** for admin: ejected by outlier detection */
+  get ejected(): boolean {
+    return this.cluster.outlier?.isEjected(this) ?? false;
+  }
+
+  /** for admin: open upstream connections of both pools */
+  get activeConnections(): number {
+    return (this.h1?.activeConnections ?? 0) + (this.h2?.activeConnections ?? 0);
   }
 
   get addressString(): string {
