@@ -1,6 +1,8 @@
-// A listener: a bound socket, its filter chains compiled once, and per connection the choice of a
-// chain (destination port and address, TLS or plaintext by the first byte, SNI) and of a codec
-// (HTTP/2 by prior-knowledge preface or ALPN h2, else HTTP/1.x), or the TCP proxy.
+// A listener: a bound socket (optionally IP_TRANSPARENT for TPROXY), its filter chains compiled
+// once into Envoy's match tree (chain-match.ts), and per connection: the listener filters' look at
+// the first bytes, only as far as the match needs (inspect.ts: tls_inspector, http_inspector), the
+// chain, its network filters (envoy.filters.network.rbac) and then a codec (HTTP/2 by
+// prior-knowledge preface or ALPN h2, else HTTP/1.x) or the TCP proxy.
 
 import { buildHttpFilters, registerHttpFilters } from '../filters';
 import * as net from 'node:net';
@@ -13,10 +15,16 @@ import { RouteTable } from '../router/route-table';
 import type { ClusterManager } from '../upstream/cluster-manager';
 import { onSweep } from '../common/clock';
 import { TcpProxy } from './tcp-proxy';
-import { H2_PREFACE, ReplaySocket, sniffConnection } from './peek';
+import { ReplaySocket, sniffConnection } from './peek';
+import { FilterChainMatcher } from './chain-match';
+import { inspectBytes, planInspection, type InspectPlan, type Inspection } from './inspect';
 import type { ConnectionInfo } from '../http/stream';
-import { originalDst } from '../native';
+import { originalDst, setTransparent } from '../native';
 import { readsOriginalDst } from './original-dst';
+import { RbacEngine, RbacStats, enforce } from '../filters/rbac';
+import { RBAC_NETWORK_TYPE, type NetworkRbacConfig } from '../config/filters/rbac';
+import { DownstreamTls } from '../security/tls-context';
+import type { SecretSource } from '../security/secret-manager';
 
 const TLS_INFO = Symbol('keel.tlsConnectionInfo');
 /** On a raw socket handed to a TLS chain: its restored original destination, for tcp_proxy. */
@@ -28,14 +36,6 @@ export interface Destination {
   readonly port: number;
 }
 
-/** The listener-filter decision: TLS by its first byte, h2c by the whole preface, else HTTP/1. */
-function wantProtocol(b: Buffer): 'more' | 'done' {
-  if (b.length === 0) return 'more';
-  if (b[0] === 0x16) return 'done';
-  const n = Math.min(b.length, H2_PREFACE.length);
-  if (b.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) return n === H2_PREFACE.length ? 'done' : 'more';
-  return 'done';
-}
 
 export interface ListenerDeps {
   readonly clusters: ClusterManager;
@@ -47,19 +47,34 @@ export interface ListenerDeps {
    * (bind_to_port or not), or undefined. Without it a listener serves every connection itself.
    */
   readonly findListener?: (address: string, port: number) => Listener | undefined;
+  /** Telemetry (metrics, access logs): told of each connection manager and TCP proxy once, when built. */
+  readonly observe?: ListenerObserver;
+  /** SDS: secrets TLS chains name (`default`, `ROOTCA`, ...); chains naming one wait for it. */
+  readonly secrets?: SecretSource;
+}
+
+export interface ListenerObserver {
+  http(hcm: ConnectionManager, listener: ListenerConfig): void;
+  tcp(tcp: TcpProxy, listener: ListenerConfig): void;
 }
 
 class Chain {
-  /** destination prefix_ranges, compiled once; undefined when the chain has none */
-  readonly prefixes?: net.BlockList;
+  /** envoy.filters.network.rbac instances, in order; undefined when the chain has none */
+  readonly rbac?: { readonly engine: RbacEngine; readonly stats: RbacStats }[];
   readonly hcm?: ConnectionManager;
   readonly h2?: H2Server;
   readonly tcp?: TcpProxy;
-  readonly tlsServerOptions?: tls.TlsOptions;
+  /** the chain's server TLS context (certificates from config or SDS, client-cert checks, rotation) */
+  readonly tlsContext?: DownstreamTls;
   readonly tlsServer?: tls.Server;
 
   constructor(readonly config: FilterChainConfig, deps: ListenerDeps) {
-    if (config.match.prefixRanges.length > 0) this.prefixes = compileCidrs(config.match.prefixRanges);
+    for (const nf of config.networkFilters ?? []) {
+      if (nf.typeName !== RBAC_NETWORK_TYPE) continue;
+      const c = nf.config as NetworkRbacConfig;
+      const engine = new RbacEngine(c);
+      if (engine.active) (this.rbac ??= []).push({ engine, stats: new RbacStats(`${c.statPrefix}rbac.`) });
+    }
     const f = config.filter;
     if (f.kind === 'http_connection_manager') {
       registerHttpFilters();
@@ -67,27 +82,28 @@ class Chain {
       if (f.routeConfig) provider = new StaticRouteProvider(new RouteTable(f.routeConfig));
       else if (f.rdsName !== undefined && deps.routeProvider) provider = deps.routeProvider(f.rdsName);
       else provider = { current: () => undefined };
-      this.hcm = new ConnectionManager(f, provider, deps.clusters, deps.runtime, buildHttpFilters(f.httpFilters, { statPrefix: f.statPrefix }));
+      this.hcm = new ConnectionManager(f, provider, deps.clusters, deps.runtime, buildHttpFilters(f.httpFilters, { statPrefix: f.statPrefix, xff: { useRemoteAddress: f.useRemoteAddress, xffNumTrustedHops: f.xffNumTrustedHops } }));
       if (f.codecType !== 'HTTP1') this.h2 = new H2Server(this.hcm);
     } else {
       this.tcp = new TcpProxy(f, deps.clusters);
     }
-    const t = config.tls;
-    if (t && t.certificates.length > 0) {
-
-      const alpn = t.alpnProtocols.length > 0 ? [...t.alpnProtocols] : this.h2 ? ['h2', 'http/1.1'] : ['http/1.1'];
-      this.tlsServerOptions = {
-        cert: t.certificates.map((c) => c.certChain),
-        key: t.certificates.map((c) => c.privateKey),
-        ca: t.validation?.trustedCa,
-        requestCert: t.requireClientCertificate || t.validation?.trustedCa !== undefined,
-        rejectUnauthorized: t.requireClientCertificate,
-        ALPNProtocols: alpn,
-      };
-      this.tlsServer = tls.createServer(this.tlsServerOptions);
+    if (config.tls) {
+      this.tlsContext = new DownstreamTls(config.tls, deps.secrets, this.h2 ? ['h2', 'http/1.1'] : ['http/1.1']);
+      this.tlsServer = this.tlsContext.server;
       this.tlsServer.on('tlsClientError', (_e, s) => s.destroy());
       this.tlsServer.on('secureConnection', (ts: tls.TLSSocket) => this.onSecure(ts));
     }
+  }
+
+  /**
+   * Network filters before the terminal one (envoy.filters.network.rbac): false when one closes the
+   * connection. Evaluated once, when the connection is handed to the chain (after the TLS handshake).
+   */
+  admit(info: ConnectionInfo): boolean {
+    const rbac = this.rbac;
+    if (rbac === undefined) return true;
+    for (const r of rbac) if (enforce(r.engine, { connection: info }, r.stats) !== undefined) return false;
+    return true;
   }
 
   /** Set by the listener: where a handshaken connection goes. */
@@ -99,15 +115,25 @@ class Chain {
   }
 
   get isTls(): boolean {
-    return this.tlsServerOptions !== undefined;
+    return this.tlsContext !== undefined;
   }
 }
 
+const NOTHING_SEEN: Inspection = { transportProtocol: 'raw_buffer', applicationProtocols: [], h2c: false };
+
 export class Listener {
   readonly name: string;
-  private readonly server: net.Server;
+  private server: net.Server;
   private readonly chains: Chain[];
   private readonly defaultChain?: Chain;
+  /** the filter chains as Envoy's match tree, compiled once */
+  private readonly matcher: FilterChainMatcher<Chain>;
+  /** what the listener filters look at before a chain is chosen */
+  private readonly plan: InspectPlan;
+  /** connections closed because no filter chain (and no default chain) matched */
+  noFilterChainMatch = 0;
+  /** listener filters' counters (tls_inspector.*, http_inspector.*) */
+  private readonly inspectorCounts = new Map<string, number>();
   private readonly connections = new Set<net.Socket>();
   private readonly h1Connections = new Set<H1ServerConnection>();
   private draining = false;
@@ -129,12 +155,35 @@ export class Listener {
     if (config.useOriginalDst) this.findListener = deps.findListener;
     this.chains = config.filterChains.map((c) => new Chain(c, deps));
     if (config.defaultFilterChain) this.defaultChain = new Chain(config.defaultFilterChain, deps);
+    this.matcher = new FilterChainMatcher(
+      this.chains.map((chain) => ({ match: chain.config.match, chain })),
+      this.defaultChain,
+    );
+    const all = [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])];
+    if (deps.observe) {
+      for (const c of all) {
+        if (c.hcm) deps.observe.http(c.hcm, config);
+        else if (c.tcp) deps.observe.tcp(c.tcp, config);
+      }
+    }
+    const h2Preface = all.some((c) => !c.isTls && c.h2 !== undefined && c.hcm!.config.codecType === 'AUTO');
+    this.plan = planInspection(config, this.matcher.needs, h2Preface);
     for (const chain of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) {
       chain.onSecure = (t) => {
-        const info = chain.connectionInfo(t);
+        // Envoy's post-handshake checks: required client certificate, its verification and SANs.
+        if (!chain.tlsContext!.accept(t)) {
+          t.destroy();
+          return;
+        }
+        const info: ConnectionInfo = { ...chain.connectionInfo(t), ...chain.tlsContext!.facts(t) };
+        if (!chain.admit(info)) {
+          t.destroy();
+          return;
+        }
         const parent = (t as unknown as { _parent?: Record<symbol, Destination | undefined> })._parent;
         if (chain.tcp) chain.tcp.handle(t, undefined, parent?.[ORIG_DST]);
-        else if (t.alpnProtocol === 'h2' && chain.h2) chain.h2.handle(t, info);
+        // istio-h2: an Istio client's ALPN override for an HTTP/2 upstream (see alpnSelector)
+        else if ((t.alpnProtocol === 'h2' || t.alpnProtocol === 'istio-h2') && chain.h2) chain.h2.handle(t, info);
         else this.serveH1(t, chain, undefined, info);
       };
     }
@@ -152,6 +201,18 @@ export class Listener {
       const opts: net.ListenOptions = a.pipe ? { path: a.pipe } : { host: a.address, port: a.port, backlog: 1024 };
       this.server.listen(opts, () => {
         this.server.removeListener('error', onError);
+        if (this.config.transparent && !a.pipe) {
+          // TPROXY: accept connections addressed to any IP; the original destination is then the
+          // accepted socket's own local address (no NAT entry: SO_ORIGINAL_DST says ENOENT)
+          try {
+            setTransparent(this.server, net.isIPv6(a.address) ? 6 : 4);
+          } catch (e) {
+            this.server.close();
+            const code = (e as NodeJS.ErrnoException).code;
+            reject(new Error(`listener '${this.name}': transparent: true needs IP_TRANSPARENT${code === 'EPERM' ? ' (CAP_NET_ADMIN is missing)' : ''}: ${(e as Error).message}`));
+            return;
+          }
+        }
         const addr = this.server.address();
         resolve(typeof addr === 'object' && addr ? addr.port : 0);
       });
@@ -161,6 +222,42 @@ export class Listener {
   get port(): number {
     const addr = this.server.address();
     return typeof addr === 'object' && addr ? addr.port : 0;
+  }
+
+  /** Counters and gauges of the chains' HTTP filters by Envoy name (e.g. http.<prefix>.fault.aborts_injected). */
+  httpFilterStats(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const c of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) {
+      for (const f of c.hcm?.filters ?? []) {
+        const st = f.stats?.();
+        if (st !== undefined) for (const [k, v] of Object.entries(st)) out[k] = (out[k] ?? 0) + v;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Counters of the listener filters and of the chains' network filters by Envoy name
+   * (tls_inspector.tls_found, tcp.rbac.denied, tcp.<prefix>.downstream_cx_total ...).
+   */
+  /** Envoy's listener `ssl.*` counters, summed over the TLS filter chains (keys without the `ssl.` prefix). */
+  sslStats(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const c of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) {
+      if (c.tlsContext) for (const [k, v] of Object.entries(c.tlsContext.stats)) out[k] = (out[k] ?? 0) + v;
+    }
+    return out;
+  }
+
+  networkFilterStats(): Record<string, number> {
+    const out: Record<string, number> = Object.fromEntries(this.inspectorCounts);
+    for (const c of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) {
+      for (const r of c.rbac ?? []) {
+        for (const [k, v] of Object.entries(r.stats.snapshot(['allowed', 'denied', 'shadow_allowed', 'shadow_denied']))) out[k] = (out[k] ?? 0) + v;
+      }
+      if (c.tcp) for (const [k, v] of Object.entries(c.tcp.stats())) out[k] = (out[k] ?? 0) + v;
+    }
+    return out;
   }
 
   get activeConnections(): number {
@@ -210,51 +307,68 @@ export class Listener {
     socket.on('close', () => this.connections.delete(socket));
     socket.on('error', () => undefined);
     const local: Destination = dst ?? { address: socket.localAddress ?? '', port: socket.localPort ?? 0 };
-    const candidates = this.candidates(local);
-    if (candidates.length === 0) {
-      socket.destroy();
+    if (!this.plan.any) {
+      this.dispatch(socket, local, dst, NOTHING_SEEN, undefined);
       return;
     }
-    const tlsMixed = candidates.some((c) => c.isTls) && candidates.some((c) => !c.isTls);
-    const h2Sniff = candidates.some((c) => !c.isTls && c.h2 !== undefined && c.hcm!.config.codecType === 'AUTO');
-    if (!tlsMixed && !h2Sniff) {
-      this.serve(socket, candidates[0], undefined, false, local, dst);
-      return;
-    }
-    sniffConnection(socket, { timeoutMs: this.config.listenerFiltersTimeoutMs, want: wantProtocol }).then(
+    sniffConnection(socket, { timeoutMs: this.config.listenerFiltersTimeoutMs, want: this.plan.want }).then(
       (r) => {
         if (socket.destroyed) return;
         if (r.eof && r.bytes.length === 0) {
           socket.destroy();
           return;
         }
-        if (r.timedOut && !this.config.continueOnListenerFiltersTimeout && r.bytes.length === 0) {
+        const seen = inspectBytes(r.bytes, this.plan);
+        this.countInspection(seen, r.timedOut);
+        // listener_filters_timeout: the connection is closed unless continue_on_listener_filters_timeout
+        if (r.timedOut && !this.config.continueOnListenerFiltersTimeout) {
           socket.destroy();
           return;
         }
-        const isTls = r.bytes.length > 0 && r.bytes[0] === 0x16;
-        const chain = candidates.find((c) => c.isTls === isTls);
-        if (!chain) {
-          socket.destroy();
-          return;
-        }
-        const isH2 = !isTls && r.bytes.length >= H2_PREFACE.length && r.bytes.subarray(0, H2_PREFACE.length).equals(H2_PREFACE);
-        this.serve(socket, chain, r.consumed ? r.bytes : undefined, isH2, local, dst);
+        this.dispatch(socket, local, dst, seen, r.consumed ? r.bytes : undefined);
       },
       () => socket.destroy(),
     );
   }
 
-  /** Filter chains that fit the connection's destination, most specific first (Envoy's order). */
-  private candidates(local: Destination): Chain[] {
-    const port = local.port;
-    const addr = local.address;
-    const byPort = this.chains.filter((c) => c.config.match.destinationPort === port);
-    let set = byPort.length > 0 ? byPort : this.chains.filter((c) => c.config.match.destinationPort === undefined);
-    const withRange = set.filter((c) => c.prefixes !== undefined && inCidrs(c.prefixes, addr));
-    set = withRange.length > 0 ? withRange : set.filter((c) => c.prefixes === undefined);
-    if (set.length === 0 && this.defaultChain) return [this.defaultChain];
-    return this.defaultChain ? [...set, this.defaultChain] : set;
+  /** tls_inspector / http_inspector counters (Envoy's names), for the connections they looked at. */
+  private countInspection(seen: Inspection, timedOut: boolean): void {
+    const n = this.inspectorCounts;
+    const inc = (k: string): void => void n.set(k, (n.get(k) ?? 0) + 1);
+    if (timedOut) {
+      inc(`listener.${this.config.address.address}_${this.config.address.port}.downstream_pre_cx_timeout`);
+      return;
+    }
+    if (this.plan.tls !== 'off') {
+      const tlsFound = seen.transportProtocol === 'tls';
+      inc(tlsFound ? 'tls_inspector.tls_found' : 'tls_inspector.tls_not_found');
+      if (tlsFound && this.plan.tls === 'hello') {
+        inc(seen.serverName !== undefined ? 'tls_inspector.sni_found' : 'tls_inspector.sni_not_found');
+        inc(seen.applicationProtocols.length > 0 ? 'tls_inspector.alpn_found' : 'tls_inspector.alpn_not_found');
+      }
+    }
+    if (this.plan.http && seen.transportProtocol !== 'tls') {
+      const p = seen.applicationProtocols[0];
+      inc(p === 'http/1.1' ? 'http_inspector.http11_found' : p === 'http/1.0' ? 'http_inspector.http10_found' : p === 'h2c' ? 'http_inspector.http2_found' : 'http_inspector.http_not_found');
+    }
+  }
+
+  private dispatch(socket: net.Socket, local: Destination, dst: Destination | undefined, seen: Inspection, consumed: Buffer | undefined): void {
+    const chain = this.matcher.find({
+      destinationAddress: local.address,
+      destinationPort: local.port,
+      ...(seen.serverName !== undefined ? { serverName: seen.serverName } : {}),
+      transportProtocol: seen.transportProtocol,
+      applicationProtocols: seen.applicationProtocols,
+      sourceAddress: socket.remoteAddress ?? '',
+      sourcePort: socket.remotePort ?? 0,
+    });
+    if (!chain) {
+      this.noFilterChainMatch++;
+      socket.destroy();
+      return;
+    }
+    this.serve(socket, chain, consumed, seen.h2c, local, dst);
   }
 
   /**
@@ -271,12 +385,21 @@ export class Listener {
       secure: chain.isTls,
     };
     if (chain.isTls) {
+      if (!chain.tlsContext!.ready) {
+        // An SDS secret the chain names has not arrived (Envoy would still be warming it).
+        raw.destroy();
+        return;
+      }
       // A non-listening tls.Server does the handshake, so the socket it hands back is in the same
       // state as one from a listening TLS server (node:http2 relies on that).
       const base: net.Socket = consumed ? (new ReplaySocket(raw, consumed) as unknown as net.Socket) : raw;
       (base as unknown as Record<symbol, ConnectionInfo>)[TLS_INFO] = info;
       (base as unknown as Record<symbol, Destination | undefined>)[ORIG_DST] = dst;
       chain.tlsServer!.emit('connection', base);
+      return;
+    }
+    if (!chain.admit(info)) {
+      raw.destroy();
       return;
     }
     if (chain.tcp) {
@@ -299,6 +422,7 @@ export class Listener {
     const c = new H1ServerConnection(socket, chain.hcm!, info, (closed) => this.h1Connections.delete(closed));
     this.h1Connections.add(c);
     if (this.draining) c.drain();
+    else if (this.drainOnly) c.closeAfterNextResponse();
     if (initial) c.feed(initial);
   }
 
@@ -307,12 +431,41 @@ export class Listener {
    * (with `connection: close`), HTTP/2 sessions get GOAWAY. Connections then go on until they
    * finish or `closeConnections()`.
    */
+  /**
+   * xDS update of a listener at the same address: this (new) listener takes over `old`'s bound
+   * socket, so no connection is refused in between. `old` keeps its connections and is left with an
+   * unbound server: its stopAccepting() then only drains them.
+   */
+  takeOver(old: Listener): void {
+    const s = old.server;
+    s.removeListener('connection', old.onConnection);
+    s.on('connection', this.onConnection);
+    this.server.close();
+    this.server = s;
+    old.server = net.createServer();
+  }
+
+  /**
+   * Graceful drain (Envoy's /drain_listeners?graceful): keep accepting, but every connection, open or
+   * new, closes after its current request (HTTP/1 `connection: close`, HTTP/2 GOAWAY).
+   */
+  drainConnections(): void {
+    this.drainOnly = true;
+    for (const c of this.h1Connections) c.closeAfterNextResponse();
+    for (const ch of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) ch.h2?.drain();
+  }
+  private drainOnly = false;
+
   stopAccepting(): void {
     this.draining = true;
     this.stopSweep();
     if (this.server.listening) this.server.close();
     for (const c of this.h1Connections) c.drain();
-    for (const ch of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) ch.h2?.drain();
+    for (const ch of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) {
+      ch.h2?.drain();
+      // no new handshakes: stop following SDS secrets (open connections keep their context)
+      ch.tlsContext?.close();
+    }
   }
 
   /** Closes every connection now. */
@@ -328,26 +481,5 @@ export class Listener {
         first.once('close', () => resolve());
       });
     }
-  }
-}
-
-function compileCidrs(ranges: readonly { readonly addressPrefix: string; readonly prefixLen: number }[]): net.BlockList {
-  const bl = new net.BlockList();
-  for (const r of ranges) {
-    try {
-      bl.addSubnet(r.addressPrefix, r.prefixLen, net.isIPv6(r.addressPrefix) ? 'ipv6' : 'ipv4');
-    } catch {
-      // validated at load; an unusable range simply matches nothing
-    }
-  }
-  return bl;
-}
-
-function inCidrs(bl: net.BlockList, addr: string): boolean {
-  const a = addr.startsWith('::ffff:') ? addr.slice(7) : addr;
-  try {
-    return bl.check(a, net.isIPv6(a) ? 'ipv6' : 'ipv4');
-  } catch {
-    return false;
   }
 }
