@@ -5,6 +5,9 @@
 // One file per filter in ./filters/, listed once in FILTER_DECODERS below.
 
 import type { Reader } from './decode';
+import { rbacDecoder } from './filters/rbac';
+import { faultDecoder } from './filters/fault';
+import { corsDecoder } from './filters/cors';
 
 export interface HttpFilterDecoder {
   /** The filter's typed_config message (without type.googleapis.com/). */
@@ -23,7 +26,7 @@ export interface HttpFilterDecoder {
  * import this module, so nothing here may run while the modules are still loading.
  */
 function filterDecoders(): readonly HttpFilterDecoder[] {
-  return [];
+  return [faultDecoder, corsDecoder, rbacDecoder];
 }
 
 let byType: Map<string, HttpFilterDecoder> | undefined;

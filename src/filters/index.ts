@@ -5,12 +5,17 @@
 
 import type { HttpFilterConfig } from '../config/types';
 import type { HttpFilterFactory } from '../http/filter';
-import { registerPerFilterCompiler } from '../router/per-filter';
+import { rbacFilterType } from './rbac';
+import { faultFilterType } from './fault';
+import { corsFilterType } from './cors';
+import { registerPerFilterCompiler, registerPerFilterLevelsCompiler } from '../router/per-filter';
 
 /** What a filter's factory may use besides its config. */
 export interface FilterContext {
   /** the HCM's stat prefix, for the filter's own stats */
   readonly statPrefix: string;
+  /** how the HCM derives the downstream client address from x-forwarded-for (RBAC remote_ip) */
+  readonly xff?: { readonly useRemoteAddress: boolean; readonly xffNumTrustedHops: number };
 }
 
 export interface HttpFilterType {
@@ -19,10 +24,12 @@ export interface HttpFilterType {
   createFactory(cfg: HttpFilterConfig, ctx: FilterContext): HttpFilterFactory;
   /** per-route config type names -> compiler of their decoded config */
   readonly perRoute?: Readonly<Record<string, (config: unknown) => unknown>>;
+  /** per-route config type names -> compiler of every level's config, most specific first (merging) */
+  readonly perRouteLevels?: Readonly<Record<string, (configs: readonly unknown[]) => unknown>>;
 }
 
 function filterTypes(): readonly HttpFilterType[] {
-  return [];
+  return [faultFilterType, corsFilterType, rbacFilterType];
 }
 
 let byType: Map<string, HttpFilterType> | undefined;
@@ -34,20 +41,38 @@ export function registerHttpFilters(): void {
   for (const t of filterTypes()) {
     byType.set(t.typeName, t);
     for (const [typeName, compile] of Object.entries(t.perRoute ?? {})) registerPerFilterCompiler(typeName, compile);
+    for (const [typeName, compile] of Object.entries(t.perRouteLevels ?? {})) registerPerFilterLevelsCompiler(typeName, compile);
   }
 }
 
 /**
- * Factories for an HCM's filters, router excluded, in config order. Filters marked disabled are
- * left out (Envoy then enables them only from per-route config, which keel does not do).
+ * Factories for an HCM's filters, router excluded, in config order. A filter marked disabled acts
+ * only on routes whose typed_per_filter_config enables it (Envoy's HttpFilter.disabled).
  */
 export function buildHttpFilters(filters: readonly HttpFilterConfig[], ctx: FilterContext): HttpFilterFactory[] {
   registerHttpFilters();
   const out: HttpFilterFactory[] = [];
   for (const f of filters) {
-    if (f.disabled) continue;
     const t = byType!.get(f.typeName);
-    if (t !== undefined) out.push(t.createFactory(f, ctx));
+    if (t === undefined) continue;
+    const factory = t.createFactory(f, ctx);
+    out.push(f.disabled ? new PerRouteEnabledFactory(factory) : factory);
   }
   return out;
+}
+
+/** A filter disabled by default: it makes a stream filter only where the route has (enabled) config for it. */
+class PerRouteEnabledFactory implements HttpFilterFactory {
+  readonly name: string;
+  readonly stats?: () => Record<string, number>;
+
+  constructor(private readonly inner: HttpFilterFactory) {
+    this.name = inner.name;
+    if (inner.stats) this.stats = () => inner.stats!();
+  }
+
+  create(stream: Parameters<HttpFilterFactory['create']>[0]): ReturnType<HttpFilterFactory['create']> {
+    const c = stream.perFilterConfig(this.name);
+    return c === undefined || c === null ? undefined : this.inner.create(stream);
+  }
 }

@@ -7,7 +7,7 @@
 // headers, whether they came from upstream or from a local reply.
 
 import type { ConnectionInfo } from './stream';
-import type { CompiledRoute } from '../router/route-table';
+import type { CompiledRoute, Runtime } from '../router/route-table';
 import type { HeaderMap } from './headers';
 
 export const enum FilterHeadersStatus {
@@ -33,14 +33,38 @@ export interface FilterCallbacks {
    * the filter's compilePerRoute; undefined when there is none. `null`: disabled for this route.
    */
   perFilterConfig(filterName: string): unknown;
-  /** Answer the request locally (filters after this one, and the router, do not run). */
-  sendLocalReply(status: number, body: string, details: string, flag: string, extra?: HeaderMap): void;
+  /**
+   * Answer the request locally (filters after this one, and the router, do not run). `grpcStatus`:
+   * for a gRPC request, the grpc-status of the trailers-only reply (default: mapped from `status`).
+   */
+  sendLocalReply(status: number, body: string, details: string, flag: string, extra?: HeaderMap, forceBodyType?: boolean, grpcStatus?: number): void;
+  /** the cluster the router will send this request to (route's cluster, weighted pick, cluster header) */
+  upstreamClusterName(): string | undefined;
+  /** the server's runtime (static layer) for runtime-overridable fractions and values */
+  readonly runtime: Runtime;
+  /**
+   * From now on the upstream response body and trailers go to `interceptor` instead of downstream;
+   * it hands them on with writeResponseData / writeResponseTrailers (the stream ends with the last
+   * of them). One interceptor per stream (the fault filter's response rate limit).
+   */
+  interceptResponseData(interceptor: ResponseDataInterceptor): void;
+  writeResponseData(chunk: Buffer, endStream: boolean): void;
+  writeResponseTrailers(trailers: HeaderMap): void;
+  /** Stop / restart reading the upstream response (an interceptor holding too much body). */
+  pauseUpstreamResponse(): void;
+  resumeUpstreamResponse(): void;
   /** Resume a stream this filter stopped (StopIteration): the next filter, then the router. */
   continueDecoding(): void;
   /** Add an Envoy response flag (DI, FI, ...) to the stream's flags. */
   addResponseFlag(flag: string): void;
   /** the stream is over (reset, or answered): a stopped filter must not continue it */
   readonly ended: boolean;
+}
+
+/** Takes the response body and trailers of a stream in place of the downstream (see interceptResponseData). */
+export interface ResponseDataInterceptor {
+  data(chunk: Buffer, endStream: boolean): void;
+  trailers(trailers: HeaderMap): void;
 }
 
 export interface StreamFilter {
@@ -57,4 +81,6 @@ export interface HttpFilterFactory {
   readonly name: string;
   /** A filter for this stream, or undefined when the filter has nothing to do for it. */
   create(stream: FilterCallbacks): StreamFilter | undefined;
+  /** The filter's counters and gauges by Envoy stat name (e.g. http.<stat_prefix>.fault.aborts_injected). */
+  stats?(): Record<string, number>;
 }

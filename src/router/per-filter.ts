@@ -7,10 +7,19 @@ import type { PerFilterConfig } from '../config/types';
 
 export type PerFilterCompiler = (config: unknown) => unknown;
 
+/** Compiles one filter's configs from every level that has one, most specific first (CORS merges fields). */
+export type PerFilterLevelsCompiler = (configs: readonly unknown[]) => unknown;
+
 const COMPILERS = new Map<string, PerFilterCompiler>();
+const LEVEL_COMPILERS = new Map<string, PerFilterLevelsCompiler>();
 
 export function registerPerFilterCompiler(typeName: string, compile: PerFilterCompiler): void {
   COMPILERS.set(typeName, compile);
+}
+
+/** For filters whose per-route config merges across levels (route over virtual host), as Envoy's CORS. */
+export function registerPerFilterLevelsCompiler(typeName: string, compile: PerFilterLevelsCompiler): void {
+  LEVEL_COMPILERS.set(typeName, compile);
 }
 
 /**
@@ -23,6 +32,19 @@ export function compilePerFilterConfigs(levels: readonly Readonly<Record<string,
     for (const name of Object.keys(level)) {
       if (out?.has(name)) continue;
       const e = level[name];
+      const merge = e.disabled ? undefined : LEVEL_COMPILERS.get(e.typeName);
+      if (merge !== undefined) {
+        // this level and the less specific ones with the same filter type, up to a disabled one
+        const configs: unknown[] = [];
+        for (let j = levels.indexOf(level); j < levels.length; j++) {
+          const x = levels[j][name];
+          if (x === undefined) continue;
+          if (x.disabled || x.typeName !== e.typeName) break;
+          configs.push(x.config);
+        }
+        (out ??= new Map()).set(name, merge(configs));
+        continue;
+      }
       const compile = COMPILERS.get(e.typeName);
       (out ??= new Map()).set(name, e.disabled ? null : compile ? compile(e.config) : e.config);
     }
