@@ -68,7 +68,20 @@ export class H1ServerConnection implements H1Handler, Downstream {
 
   /** Bytes already read from the socket (protocol sniffing) go through the parser first. */
   feed(data: Buffer): void {
+    if (this.stream === undefined && this.headersTimer === undefined && this.hcm.config.requestHeadersTimeoutMs > 0) this.armHeadersTimer();
     this.parser.execute(data);
+  }
+
+  /**
+   * request_headers_timeout: armed by the first bytes of a request head, disarmed when the head is
+   * complete; when it fires the connection is closed without a response (as Envoy does).
+   */
+  private headersTimer: NodeJS.Timeout | undefined;
+  private armHeadersTimer(): void {
+    this.headersTimer = setTimeout(() => {
+      this.headersTimer = undefined;
+      if (this.stream === undefined) this.socket.destroy();
+    }, this.hcm.config.requestHeadersTimeoutMs);
   }
 
   /** coarse time of the last read, for the listener's idle sweep (HCM idle_timeout) */
@@ -76,6 +89,7 @@ export class H1ServerConnection implements H1Handler, Downstream {
 
   private readonly onData = (data: Buffer): void => {
     this.lastActive = coarseNow();
+    if (this.stream === undefined && this.headersTimer === undefined && this.hcm.config.requestHeadersTimeoutMs > 0) this.armHeadersTimer();
     this.parser.execute(data);
   };
 
@@ -109,6 +123,7 @@ export class H1ServerConnection implements H1Handler, Downstream {
   private readonly onClose = (): void => {
     if (this.closed) return;
     this.closed = true;
+    if (this.headersTimer !== undefined) clearTimeout(this.headersTimer);
     this.hcm.stats.downstreamCxActive--;
     const s = this.stream;
     this.stream = undefined;
@@ -119,6 +134,10 @@ export class H1ServerConnection implements H1Handler, Downstream {
   // --- parser events
 
   onHead(msg: H1Head): void {
+    if (this.headersTimer !== undefined) {
+      clearTimeout(this.headersTimer);
+      this.headersTimer = undefined;
+    }
     this.versionMinor = msg.versionMinor;
     this.requestHasBody = !msg.noBody;
     this.requestDone = msg.noBody;
@@ -308,6 +327,11 @@ export class H1ServerConnection implements H1Handler, Downstream {
   }
 
   /** Graceful drain: close now if idle, else after the response in flight (with connection: close). */
+  /** Graceful drain without racing the client: the connection closes after its next response (`connection: close`). */
+  closeAfterNextResponse(): void {
+    this.closeAfterResponse = true;
+  }
+
   drain(): void {
     if (this.upgraded) return;
     if (this.stream === undefined) this.socket.end();

@@ -1,8 +1,10 @@
 // The router's retry policy (Envoy's RetryPolicy + RetryStateImpl semantics): the route's or virtual
 // host's retry_policy compiled once per policy object, merged per request with the x-envoy-retry-*
 // request headers into a RetryState that decides, attempt by attempt, whether to try again, holds the
-// cluster's max_retries circuit-breaker slot while a retry is outstanding, and computes the fully
-// jittered exponential back-off. A request without a policy and without retry headers never gets here.
+// cluster's max_retries circuit-breaker slot (or retry budget) while a retry is outstanding, and
+// computes the back-off: fully jittered exponential, or taken from a rate-limit reset header of the
+// response (rate_limited_retry_back_off). A request without a policy and without retry headers never
+// gets here.
 
 import type { HeaderMatcherConfig, RetryPolicyConfig } from '../config/types';
 import type { HeaderMap } from '../http/headers';
@@ -76,6 +78,22 @@ export function jitteredBackoffMs(retry: number, baseMs: number, maxMs: number, 
   return Math.min(v, maxMs);
 }
 
+/**
+ * The back-off a rate-limit reset header asks for: its value in ms (SECONDS: a number of seconds,
+ * fractions allowed; UNIX_TIMESTAMP: seconds since the epoch, minus `nowMs`), or undefined when the
+ * value is missing, unparsable, not in the future or above `maxMs` (Envoy then tries the next header,
+ * and falls back to the exponential back-off).
+ */
+export function resetHeaderBackoffMs(value: string | undefined, unixTimestamp: boolean, maxMs: number, nowMs: number): number | undefined {
+  if (value === undefined) return undefined;
+  const v = value.trim();
+  if (!/^\d+(\.\d+)?$/.test(v)) return undefined;
+  const secs = Number(v);
+  const ms = unixTimestamp ? Math.round(secs * 1000 - nowMs) : Math.round(secs * 1000);
+  if (!(ms > 0) || ms > maxMs) return undefined;
+  return ms;
+}
+
 /** A retry policy compiled once (per RetryPolicyConfig object, i.e. per route or virtual host). */
 export class CompiledRetryPolicy {
   readonly retryOn: number;
@@ -90,6 +108,11 @@ export class CompiledRetryPolicy {
   /** retry_host_predicate previous_hosts */
   readonly previousHosts: boolean;
   readonly hostSelectionRetryMaxAttempts: number;
+  /** per_try_idle_timeout: an attempt whose response goes quiet this long is abandoned; 0 = none */
+  readonly perTryIdleTimeoutMs: number;
+  /** rate_limited_retry_back_off reset headers (lower-case names), empty when not configured */
+  readonly resetHeaders: readonly { readonly name: string; readonly unixTimestamp: boolean }[];
+  readonly rateLimitedMaxIntervalMs: number;
 
   constructor(cfg: RetryPolicyConfig | undefined) {
     this.retryOn = cfg ? parseRetryOn(cfg.retryOn, 'both') : 0;
@@ -103,6 +126,10 @@ export class CompiledRetryPolicy {
     this.maxIntervalMs = cfg?.retryBackOff?.maxIntervalMs ?? this.baseIntervalMs * 10;
     this.previousHosts = (cfg?.retryHostPredicates ?? []).some((p) => /previous_hosts|PreviousHostsPredicate/.test(p));
     this.hostSelectionRetryMaxAttempts = Math.max(0, cfg?.hostSelectionRetryMaxAttempts ?? 1);
+    this.perTryIdleTimeoutMs = cfg?.perTryIdleTimeoutMs ?? 0;
+    const rl = cfg?.rateLimitedRetryBackOff;
+    this.resetHeaders = rl ? rl.resetHeaders.map((h) => ({ name: h.name.toLowerCase(), unixTimestamp: h.format === 'UNIX_TIMESTAMP' })) : [];
+    this.rateLimitedMaxIntervalMs = rl?.maxIntervalMs ?? 300_000;
   }
 }
 
@@ -154,6 +181,8 @@ export class RetryState {
   trailers: HeaderMap | undefined;
   /** hosts already attempted (previous_hosts predicate) */
   previous: unknown[] | undefined;
+  /** back-off asked for by the last retried response's rate-limit reset header (ms), else 0 */
+  private rateLimitedBackoffMs = 0;
 
   private constructor(
     readonly policy: CompiledRetryPolicy,
@@ -202,8 +231,27 @@ export class RetryState {
     return new RetryState(policy, retryOn, num, codes, hdrs);
   }
 
-  /** Envoy's wouldRetryFromHeaders. */
+  /**
+   * Envoy's wouldRetryFromHeaders. When the answer is yes and the policy has
+   * rate_limited_retry_back_off, the first usable reset header sets the back-off for that retry.
+   */
   wouldRetryHeaders(status: number, headers: HeaderMap): boolean {
+    const would = this.wouldRetryHeadersInner(status, headers);
+    this.rateLimitedBackoffMs = 0;
+    if (would && this.policy.resetHeaders.length > 0) {
+      const now = Date.now();
+      for (const h of this.policy.resetHeaders) {
+        const ms = resetHeaderBackoffMs(headers.first(h.name), h.unixTimestamp, this.policy.rateLimitedMaxIntervalMs, now);
+        if (ms !== undefined) {
+          this.rateLimitedBackoffMs = ms;
+          break;
+        }
+      }
+    }
+    return would;
+  }
+
+  private wouldRetryHeadersInner(status: number, headers: HeaderMap): boolean {
     const on = this.retryOn;
     // A response from an upstream Envoy's rate limiter is retried only under envoy-ratelimited.
     if (headers.has('x-envoy-ratelimited')) return (on & RETRY_ENVOY_RATE_LIMITED) !== 0;
@@ -242,6 +290,7 @@ export class RetryState {
 
   /** Envoy's wouldRetryFromReset. `requestSent`: the request headers went upstream. */
   wouldRetryReset(kind: ResetKind, requestSent: boolean): boolean {
+    this.rateLimitedBackoffMs = 0;
     if (kind === 'overflow') return false;
     const on = this.retryOn;
     if (kind === 'connect_failure' && on & RETRY_CONNECT_FAILURE) return true;
@@ -275,8 +324,13 @@ export class RetryState {
     return RetryStatus.Yes;
   }
 
-  /** The back-off before the retry just granted. */
+  /**
+   * The back-off before the retry just granted: a rate-limit reset header's interval with up to 50%
+   * jitter added on top (never below what the upstream asked for), else the exponential back-off.
+   */
   backoffMs(random: number): number {
+    const rl = this.rateLimitedBackoffMs;
+    if (rl > 0) return rl + (random % (Math.floor(rl / 2) + 1));
     return jitteredBackoffMs(this.retriesDone, this.policy.baseIntervalMs, this.policy.maxIntervalMs, random);
   }
 

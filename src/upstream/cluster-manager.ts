@@ -3,11 +3,16 @@
 
 import type { ClusterConfig } from '../config/types';
 import { Cluster } from './cluster';
+import type { SecretSource } from '../security/secret-manager';
 
 export class ClusterManager {
   private readonly clusters = new Map<string, Cluster>();
 
-  constructor(configs: readonly ClusterConfig[] = []) {
+  /** SDS secrets for the clusters' TLS (the agent's secret manager); passed to every cluster built here or by xDS. */
+  readonly secrets?: SecretSource;
+
+  constructor(configs: readonly ClusterConfig[] = [], opts: { secrets?: SecretSource } = {}) {
+    if (opts.secrets) this.secrets = opts.secrets;
     this.update(configs);
   }
 
@@ -29,7 +34,7 @@ export class ClusterManager {
       seen.add(c.name);
       const old = this.clusters.get(c.name);
       if (old && JSON.stringify(old.config) === JSON.stringify(c)) continue;
-      this.clusters.set(c.name, new Cluster(c));
+      this.clusters.set(c.name, new Cluster(c, this.secrets ? { secrets: this.secrets } : {}));
       old?.drain();
     }
     for (const [name, c] of this.clusters) {
@@ -38,6 +43,22 @@ export class ClusterManager {
         c.drain();
       }
     }
+  }
+
+  /** xDS: adds or replaces one cluster; the replaced one drains (in-flight requests finish on its hosts). */
+  set(cluster: Cluster): void {
+    const old = this.clusters.get(cluster.name);
+    this.clusters.set(cluster.name, cluster);
+    if (old && old !== cluster) old.drain();
+  }
+
+  /** xDS: removes one cluster, draining it. */
+  remove(name: string): boolean {
+    const old = this.clusters.get(name);
+    if (!old) return false;
+    this.clusters.delete(name);
+    old.drain();
+    return true;
   }
 
   /** Resolves when every cluster knows its hosts (DNS clusters after their first resolution). */

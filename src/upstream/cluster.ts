@@ -7,10 +7,13 @@
 import * as dns from 'node:dns';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
-import type { ClusterConfig, EndpointConfig, LbPolicy, UpstreamTlsConfig } from '../config/types';
+import type { ClusterConfig, EndpointConfig, LbPolicy, LocalityEndpointsConfig } from '../config/types';
+import { transportSocketMatches, UpstreamTls } from '../security/tls-context';
+import type { SecretSource } from '../security/secret-manager';
 import { Host } from './host';
 import { createLoadBalancer, type LbContext, type LbOptions, type LoadBalancer, type RandomSource } from './load-balancer';
 import { hashKey as hashKeyOf } from './load-balancer-hash';
+import { HealthChecker } from './health-checker';
 import { OutlierDetector } from './outlier-detection';
 import { ResourceManager } from './resource-manager';
 
@@ -25,6 +28,7 @@ export interface ClusterStats {
   upstreamRqPendingOverflow: number;
   upstreamRqTimeout: number;
   upstreamRqPerTryTimeout: number;
+  upstreamRqPerTryIdleTimeout: number;
   upstreamRqRetry: number;
   upstreamRqRetrySuccess: number;
   upstreamRqRetryOverflow: number;
@@ -43,6 +47,7 @@ function newStats(): ClusterStats {
     upstreamRqPendingOverflow: 0,
     upstreamRqTimeout: 0,
     upstreamRqPerTryTimeout: 0,
+    upstreamRqPerTryIdleTimeout: 0,
     upstreamRqRetry: 0,
     upstreamRqRetrySuccess: 0,
     upstreamRqRetryOverflow: 0,
@@ -66,6 +71,8 @@ export interface ClusterOptions {
   readonly lb?: LbOptions;
   /** ORIGINAL_DST clusters: how often hosts unused since the last pass are dropped (Envoy's cleanup_interval, default 5 s). */
   readonly originalDstCleanupMs?: number;
+  /** SDS: the secrets UpstreamTlsContexts name (`default`, `ROOTCA`, ...) */
+  readonly secrets?: SecretSource;
 }
 
 /** Envoy's default cleanup_interval for ORIGINAL_DST clusters. */
@@ -89,11 +96,71 @@ class PriorityLevel {
     private readonly ctx: LbContext,
   ) {}
 
+  /** locality_weighted_lb_config: each host's locality (weight > 0 only), else undefined */
+  localityOf: ((h: Host) => LocalityEndpointsConfig | undefined) | undefined;
+  overprovisioning = OVERPROVISIONING;
+
   lb(kind: SetKind): LoadBalancer {
     const lb = this.lbs[kind];
     if (lb !== undefined) return lb;
     const list = kind === 0 ? this.healthy : kind === 1 ? this.degraded : this.hosts;
-    return (this.lbs[kind] = createLoadBalancer(this.policy, list, this.ctx));
+    return (this.lbs[kind] = this.localityOf ? this.localityWeighted(kind, list) : createLoadBalancer(this.policy, list, this.ctx));
+  }
+
+  /**
+   * Envoy's locality-weighted balancing: a locality is chosen by its effective weight (its
+   * load_balancing_weight × min(1, overprovisioning × its available share of hosts); all hosts count
+   * in panic), then the lb_policy picks within it.
+   */
+  private localityWeighted(kind: SetKind, list: readonly Host[]): LoadBalancer {
+    const localityOf = this.localityOf!;
+    const all = new Map<LocalityEndpointsConfig, number>();
+    for (const h of this.hosts) {
+      const l = localityOf(h);
+      if (l !== undefined) all.set(l, (all.get(l) ?? 0) + 1);
+    }
+    const members = new Map<LocalityEndpointsConfig, Host[]>();
+    for (const h of list) {
+      const l = localityOf(h);
+      if (l === undefined) continue;
+      let m = members.get(l);
+      if (m === undefined) members.set(l, (m = []));
+      m.push(h);
+    }
+    const lbs: LoadBalancer[] = [];
+    const weights: number[] = [];
+    for (const [l, hs] of members) {
+      const avail = kind === 2 ? 1 : Math.min(1, ((this.overprovisioning / 100) * hs.length) / all.get(l)!);
+      const w = l.loadBalancingWeight * avail;
+      if (w <= 0) continue;
+      lbs.push(createLoadBalancer(this.policy, hs, this.ctx));
+      weights.push(w);
+    }
+    return lbs.length === 0 ? createLoadBalancer(this.policy, [], this.ctx) : new WeightedChoice(lbs, weights);
+  }
+}
+
+/** Smooth weighted round robin over sub-balancers (localities); allocation-free picks. */
+export class WeightedChoice implements LoadBalancer {
+  private readonly current: Float64Array;
+  private readonly total: number;
+  constructor(
+    private readonly lbs: readonly LoadBalancer[],
+    private readonly weights: readonly number[],
+  ) {
+    this.current = new Float64Array(lbs.length);
+    this.total = weights.reduce((a, b) => a + b, 0);
+  }
+
+  pick(hash: number | undefined): Host | undefined {
+    const cur = this.current;
+    let best = 0;
+    for (let i = 0; i < cur.length; i++) {
+      cur[i] += this.weights[i];
+      if (cur[i] > cur[best]) best = i;
+    }
+    cur[best] -= this.total;
+    return this.lbs[best].pick(hash);
   }
 }
 
@@ -108,17 +175,25 @@ export class Cluster {
   readonly name: string;
   hosts: Host[] = [];
   private hostPriority = new Map<Host, number>();
+  /** endpoint config -> its locality (for locality-weighted balancing) */
+  private readonly endpointLocality = new WeakMap<EndpointConfig, LocalityEndpointsConfig>();
   private levels: PriorityLevel[] = [];
   private slices: LoadSlice[] = [];
   private readonly random: RandomSource;
   private readonly lbContext: LbContext;
   /** Outlier detection, when the cluster configures it; its `stats` are the outlier_detection.* counters. */
   readonly outlier?: OutlierDetector;
+  /** Active health checking, when the cluster configures health_checks; its `stats` are health_check.*. */
+  readonly healthChecker?: HealthChecker;
   readonly resources: ResourceManager;
   readonly stats: ClusterStats = newStats();
   readonly http2: boolean;
   private dnsTimer: NodeJS.Timeout | undefined;
-  private readonly tlsOptions?: tls.ConnectionOptions;
+  /** the cluster's transport_socket TLS (undefined = plaintext) */
+  private readonly tlsDefault?: UpstreamTls;
+  /** transport_socket_matches, in order: the first whose match the endpoint metadata satisfies */
+  private readonly tlsMatches: readonly { readonly match: Readonly<Record<string, unknown>>; readonly tls?: UpstreamTls }[];
+  private readonly hasTls: boolean;
   private destroyed = false;
   /** ORIGINAL_DST: hosts made on demand by `address:port`, and whether each was used since the last cleanup pass. */
   private readonly originalDstHosts = new Map<string, { host: Host; used: boolean }>();
@@ -132,10 +207,16 @@ export class Cluster {
   ) {
     this.name = config.name;
     this.random = opts.random ?? Math.random;
-    this.lbContext = { random: this.random, options: opts.lb ?? config.lbOptions ?? {} };
+    this.lbContext = {
+      random: this.random,
+      options: opts.lb ?? config.lbOptions ?? {},
+      ...(config.slowStart !== undefined ? { slowStart: config.slowStart, slowStartAfter: Number.POSITIVE_INFINITY, ...(opts.now ? { now: opts.now } : {}) } : {}),
+    };
     this.resources = new ResourceManager(config.circuitBreakers.find((t) => t.priority === 'DEFAULT'));
     this.http2 = config.protocol === 'HTTP2';
-    if (config.tls) this.tlsOptions = upstreamTlsOptions(config.tls, this.http2);
+    if (config.tls) this.tlsDefault = new UpstreamTls(config.tls, opts.secrets, this.http2);
+    this.tlsMatches = config.transportSocketMatches.map((m) => ({ match: m.match, ...(m.tls ? { tls: new UpstreamTls(m.tls, opts.secrets, this.http2) } : {}) }));
+    this.hasTls = this.tlsDefault !== undefined || this.tlsMatches.some((m) => m.tls !== undefined);
     if (config.outlierDetection) {
       this.outlier = new OutlierDetector(config.outlierDetection, {
         random: this.random,
@@ -144,25 +225,59 @@ export class Cluster {
         onChange: () => this.rebuild(),
       });
     }
+    if (config.healthChecks !== undefined && config.healthChecks.length > 0 && config.type !== 'ORIGINAL_DST') {
+      this.healthChecker = new HealthChecker(config.healthChecks[0], {
+        random: this.random,
+        onChange: () => this.rebuild(),
+        hasTraffic: () => this.stats.upstreamRqTotal > 0,
+        ...(this.hasTls ? { tls: (h: Host) => this.tlsOptionsFor(h) } : {}),
+        clusterName: config.name,
+      });
+    }
     if (config.type === 'ORIGINAL_DST') {
       const every = opts.originalDstCleanupMs ?? ORIGINAL_DST_CLEANUP_MS;
       this.originalDstTimer = setInterval(() => this.cleanupOriginalDst(), every);
       this.originalDstTimer.unref();
     }
+    this.noteLocalities(config.endpoints);
+    const hc = this.healthChecker;
     if (config.type === 'STRICT_DNS' || config.type === 'LOGICAL_DNS') {
-      this.initialized = this.resolve();
+      // warming: with active health checks, until every host had its first probe (at most a timeout and a bit)
+      this.initialized = hc ? this.resolve().then(() => hc.firstRound(hc.config.timeoutMs + 1000)) : this.resolve();
     } else {
       const eps = endpointsOf(config);
       this.setHosts(
         eps.map((p) => new Host(this, p.endpoint.address.address, p.endpoint.address.port, p.endpoint.hostname, p.endpoint)),
         eps.map((p) => p.priority),
       );
-      this.initialized = Promise.resolve();
+      this.initialized = hc ? hc.firstRound(hc.config.timeoutMs + 1000) : Promise.resolve();
     }
   }
 
-  tlsOptionsFor(_host: Host): tls.ConnectionOptions | undefined {
-    return this.tlsOptions;
+  /** Remember which locality each endpoint config belongs to (locality-weighted balancing). */
+  private noteLocalities(localities: readonly LocalityEndpointsConfig[]): void {
+    if (!this.config.localityWeighted) return;
+    for (const l of localities) for (const e of l.endpoints) this.endpointLocality.set(e, l);
+  }
+
+  private readonly localityOfHost = (h: Host): LocalityEndpointsConfig | undefined => {
+    const l = h.endpoint === undefined ? undefined : this.endpointLocality.get(h.endpoint);
+    return l !== undefined && l.loadBalancingWeight > 0 ? l : undefined;
+  };
+
+  /**
+   * TLS options for a new connection to `host` (undefined = plaintext). The host's transport socket
+   * is chosen once, by transport_socket_matches on its endpoint metadata (Istio's `tlsMode: istio`),
+   * else the cluster's transport_socket; the options follow SDS rotation.
+   */
+  tlsOptionsFor(host: Host): tls.ConnectionOptions | undefined {
+    if (!this.hasTls) return undefined;
+    let t = host.transport;
+    if (t === undefined) {
+      const m = this.tlsMatches.find((x) => transportSocketMatches(x.match, host.metadata));
+      t = host.transport = m ? (m.tls ?? null) : (this.tlsDefault ?? null);
+    }
+    return t === null ? undefined : t.options();
   }
 
   private setHosts(hosts: Host[], priorities: readonly number[]): void {
@@ -170,8 +285,39 @@ export class Cluster {
     this.hosts = hosts;
     this.hostPriority = new Map(hosts.map((h, i) => [h, priorities[i] ?? 0]));
     this.outlier?.setHosts(hosts);
+    this.healthChecker?.setHosts(hosts);
+    // slow start applies to hosts added after the first host set
+    if (this.lbContext.slowStartAfter === Number.POSITIVE_INFINITY) {
+      (this.lbContext as { slowStartAfter: number }).slowStartAfter = hosts.reduce((m, h) => Math.max(m, h.seq), 0);
+    }
     this.rebuild();
-    for (const h of old) if (!hosts.includes(h)) h.drain();
+    for (const h of old) if (!this.hostPriority.has(h)) h.drain();
+  }
+
+  /**
+   * EDS: replaces the host set in place. A host at an unchanged address with the same endpoint
+   * config keeps its connections and state (its health status is updated); removed hosts drain.
+   */
+  updateEndpoints(localities: readonly LocalityEndpointsConfig[]): void {
+    if (this.destroyed) return;
+    this.noteLocalities(localities);
+    const byKey = new Map<string, Host>();
+    for (const h of this.hosts) byKey.set(`${h.address}|${h.port}|${h.hostname}`, h);
+    const next: Host[] = [];
+    const prio: number[] = [];
+    for (const l of localities) {
+      for (const e of l.endpoints) {
+        const key = `${e.address.address}|${e.address.port}|${e.hostname}`;
+        let h = byKey.get(key);
+        if (h && h.weight === (e.loadBalancingWeight || 1) && JSON.stringify(h.metadata) === JSON.stringify(e.metadata)) {
+          byKey.delete(key);
+          h.health = e.healthStatus;
+        } else h = new Host(this, e.address.address, e.address.port, e.hostname, e);
+        next.push(h);
+        prio.push(l.priority);
+      }
+    }
+    this.setHosts(next, prio);
   }
 
   /** The priority level a host belongs to (0 when unknown). */
@@ -188,14 +334,18 @@ export class Cluster {
     for (const h of this.hosts) {
       const p = this.hostPriority.get(h) ?? 0;
       let level = byPriority.get(p);
-      if (level === undefined) byPriority.set(p, (level = new PriorityLevel(p, this.config.lbPolicy, this.lbContext)));
+      if (level === undefined) {
+        byPriority.set(p, (level = new PriorityLevel(p, this.config.lbPolicy, this.lbContext)));
+        if (this.config.localityWeighted) level.localityOf = this.localityOfHost;
+        if (this.config.overprovisioningFactor !== undefined) level.overprovisioning = this.config.overprovisioningFactor;
+      }
       level.hosts.push(h);
       if (this.outlier?.isEjected(h)) continue;
       if (h.healthy) level.healthy.push(h);
-      else if (h.health === 'DEGRADED') level.degraded.push(h);
+      else if (h.degraded) level.degraded.push(h);
     }
     this.levels = [...byPriority.values()].sort((a, b) => a.priority - b.priority);
-    this.slices = priorityLoad(this.levels, this.config.healthyPanicThreshold);
+    this.slices = priorityLoad(this.levels, this.config.healthyPanicThreshold, this.config.overprovisioningFactor ?? OVERPROVISIONING);
   }
 
   /**
@@ -313,6 +463,10 @@ export class Cluster {
     if (this.dnsTimer) clearTimeout(this.dnsTimer);
     if (this.originalDstTimer) clearInterval(this.originalDstTimer);
     this.outlier?.stop();
+    this.healthChecker?.stop();
+    // No more SDS updates (a replaced cluster's connections keep the options they have).
+    this.tlsDefault?.close();
+    for (const m of this.tlsMatches) m.tls?.close();
     for (const h of this.hosts) h.drain();
     for (const e of this.originalDstHosts.values()) e.host.drain();
   }
@@ -338,17 +492,17 @@ function endpointsOf(cfg: ClusterConfig): { endpoint: EndpointConfig; priority: 
 }
 
 /**
- * Envoy's priority load, simplified to host counts (no locality weighting): each level's healthy
- * and degraded availability is min(100, 1.4 × share%); traffic fills levels in priority order,
+ * Envoy's priority load, from host counts (locality weights do not change a level's availability):
+ * each level's healthy and degraded availability is min(100, overprovisioning (default 1.4) × share%); traffic fills levels in priority order,
  * healthy first, then degraded; when the total is short of 100 the loads are normalised, and a level
  * whose available share is below the panic threshold sends its load to all its hosts. With nothing
  * available anywhere, P0 takes everything in panic (or nothing when the threshold is 0).
  */
-function priorityLoad(levels: readonly PriorityLevel[], panicThreshold: number): LoadSlice[] {
+function priorityLoad(levels: readonly PriorityLevel[], panicThreshold: number, overprovisioning: number): LoadSlice[] {
   if (levels.length === 0) return [];
   const n = levels.length;
-  const availH = levels.map((l) => Math.min(100, Math.floor((OVERPROVISIONING * l.healthy.length) / l.hosts.length)));
-  const availD = levels.map((l) => Math.min(100, Math.floor((OVERPROVISIONING * l.degraded.length) / l.hosts.length)));
+  const availH = levels.map((l) => Math.min(100, Math.floor((overprovisioning * l.healthy.length) / l.hosts.length)));
+  const availD = levels.map((l) => Math.min(100, Math.floor((overprovisioning * l.degraded.length) / l.hosts.length)));
   let total = 0;
   for (let i = 0; i < n; i++) total += Math.min(100, availH[i] + availD[i]);
   total = Math.min(100, total);
@@ -382,24 +536,4 @@ function priorityLoad(levels: readonly PriorityLevel[], panicThreshold: number):
     if (loadD[i] > 0) slices.push({ level: l, kind: 1, upTo: (upTo += loadD[i]) });
   }
   return slices;
-}
-
-function upstreamTlsOptions(t: UpstreamTlsConfig, http2: boolean): tls.ConnectionOptions {
-  const o: tls.ConnectionOptions = {
-    ALPNProtocols: t.alpnProtocols.length > 0 ? [...t.alpnProtocols] : http2 ? ['h2'] : ['http/1.1'],
-    rejectUnauthorized: t.validation?.trustedCa !== undefined,
-  };
-  if (t.sni) o.servername = t.sni;
-  if (t.validation?.trustedCa) o.ca = t.validation.trustedCa;
-  if (t.certificates.length > 0) {
-    o.cert = t.certificates[0].certChain;
-    o.key = t.certificates[0].privateKey;
-  }
-  if (t.validation?.trustedCa && t.validation.matchSubjectAltNames.length === 0 && !t.sni) {
-    // No name to check against: Envoy only verifies the chain unless SANs are configured.
-    o.checkServerIdentity = () => undefined;
-  } else if (t.validation?.trustedCa) {
-    o.checkServerIdentity = () => undefined; // SAN matching is done by the mTLS work; chain verified here
-  }
-  return o;
 }

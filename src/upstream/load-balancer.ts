@@ -8,8 +8,11 @@
 //   RING_HASH     – consistent hash ring (see load-balancer-hash.ts).
 //   MAGLEV        – Maglev lookup table (see load-balancer-hash.ts).
 // Hash policies without a request hash fall back to a random pick, as Envoy's do.
+// slow_start_config (ROUND_ROBIN, LEAST_REQUEST): a host added after the cluster started has its
+// weight scaled by max(min_weight_percent, (time since added / window)^(1 / aggression)) until the
+// window is over; a set with such a host uses the EDF schedule, which reads weights at pick time.
 
-import type { LbPolicy } from '../config/types';
+import type { LbPolicy, SlowStartConfig } from '../config/types';
 import type { Host } from './host';
 import { MaglevLoadBalancer, RingHashLoadBalancer } from './load-balancer-hash';
 
@@ -37,12 +40,42 @@ export interface LbOptions {
 export interface LbContext {
   readonly random: RandomSource;
   readonly options: LbOptions;
+  readonly slowStart?: SlowStartConfig;
+  /** hosts whose `seq` is above this (made after the cluster's first host set) are eligible for slow start */
+  readonly slowStartAfter?: number;
+  readonly now?: () => number;
+}
+
+/** The slow-start weight factor in (0, 1] for a host added at `addedAt` (1 once the window is over). */
+export function slowStartFactor(cfg: SlowStartConfig, addedAt: number, now: number): number {
+  const elapsed = now - addedAt;
+  if (elapsed >= cfg.windowMs) return 1;
+  const f = Math.pow(Math.max(elapsed, 1) / cfg.windowMs, 1 / cfg.aggression);
+  return Math.max(cfg.minWeightPercent / 100, f);
+}
+
+function slowStartWeight(ctx: LbContext, hosts: readonly Host[], leastRequestBias: number | undefined): ((h: Host) => number) | undefined {
+  const cfg = ctx.slowStart;
+  if (cfg === undefined) return undefined;
+  const now = ctx.now ?? Date.now;
+  const after = ctx.slowStartAfter ?? 0;
+  const t = now();
+  if (!hosts.some((h) => h.seq > after && t - h.addedAt < cfg.windowMs)) return undefined;
+  return (h) => {
+    let w = h.weight;
+    if (leastRequestBias !== undefined && leastRequestBias !== 0) w = w / Math.pow(h.activeRequests + 1, leastRequestBias);
+    return h.seq > after ? w * slowStartFactor(cfg, h.addedAt, now()) : w;
+  };
 }
 
 /** Builds the strategy for `policy` over `hosts` (the list is copied; callers may reuse theirs). */
 export function createLoadBalancer(policy: LbPolicy, hosts: readonly Host[], ctx: LbContext): LoadBalancer {
   const list = hosts.slice();
   if (list.length === 0) return EMPTY;
+  if (policy === 'ROUND_ROBIN' || policy === 'LEAST_REQUEST') {
+    const slow = slowStartWeight(ctx, list, policy === 'LEAST_REQUEST' ? (ctx.options.activeRequestBias ?? 1) : undefined);
+    if (slow !== undefined) return new EdfLoadBalancer(list, slow);
+  }
   switch (policy) {
     case 'LEAST_REQUEST':
       return allWeightsEqual(list)

@@ -1,12 +1,21 @@
 // Circuit breaking for one cluster and priority: counters for connections, pending requests,
-// requests and retries against their thresholds (Envoy's ResourceManager). Counting only; callers
-// decide what an overflow means.
+// requests and retries against their thresholds (Envoy's ResourceManager), or retries against a
+// retry budget. Counting only; callers decide what an overflow means.
 
 import type { CircuitBreakerThresholds } from '../config/types';
 
 export class Resource {
   count = 0;
-  constructor(public max: number) {}
+  private limit: number;
+  constructor(max: number) {
+    this.limit = max;
+  }
+  get max(): number {
+    return this.limit;
+  }
+  set max(v: number) {
+    this.limit = v;
+  }
   canCreate(): boolean {
     return this.count < this.max;
   }
@@ -21,6 +30,28 @@ export class Resource {
   }
 }
 
+/**
+ * Concurrent retries under a retry budget (Envoy's retry_budget, which replaces max_retries): at
+ * most budget_percent of the active plus pending requests, and never fewer than
+ * min_retry_concurrency.
+ */
+export class RetryBudgetResource extends Resource {
+  constructor(
+    private readonly percent: number,
+    private readonly minConcurrency: number,
+    private readonly requests: Resource,
+    private readonly pending: Resource,
+  ) {
+    super(minConcurrency);
+  }
+  override get max(): number {
+    return Math.max(this.minConcurrency, Math.floor(((this.requests.count + this.pending.count) * this.percent) / 100));
+  }
+  override set max(_v: number) {
+    // the budget is derived from the request counts
+  }
+}
+
 export class ResourceManager {
   readonly connections: Resource;
   readonly pendingRequests: Resource;
@@ -30,6 +61,7 @@ export class ResourceManager {
     this.connections = new Resource(t?.maxConnections ?? 1024);
     this.pendingRequests = new Resource(t?.maxPendingRequests ?? 1024);
     this.requests = new Resource(t?.maxRequests ?? 1024);
-    this.retries = new Resource(t?.maxRetries ?? 3);
+    const b = t?.retryBudget;
+    this.retries = b ? new RetryBudgetResource(b.budgetPercent, b.minRetryConcurrency, this.requests, this.pendingRequests) : new Resource(t?.maxRetries ?? 3);
   }
 }

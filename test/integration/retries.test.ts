@@ -315,3 +315,97 @@ t.test('a reset before the response is retried under `reset`', async (t) => {
   t.equal(await r.body.text(), 'ok');
   t.equal(n, 2);
 });
+
+t.test('x-envoy-retriable-status-codes and x-envoy-retriable-header-names from an internal client', async (t) => {
+  let n = 0;
+  const up = await startUpstream('h', (req, res) => {
+    n++;
+    if (req.url === '/codes') {
+      res.writeHead(n % 2 === 1 ? 418 : 200);
+      res.end(String(n));
+    } else {
+      res.writeHead(200, n % 2 === 1 ? { 'x-try-again': 'yes' } : {});
+      res.end(String(n));
+    }
+  });
+  const keel = await startKeel(bootstrap(vhost(''), cluster('u', up.port)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const r = await request(`${keel.url}/codes`, { headers: { 'x-envoy-retry-on': 'retriable-status-codes', 'x-envoy-retriable-status-codes': '500, 418' } });
+  t.equal(r.statusCode, 200, '418 listed in the header: retried');
+  t.equal(await r.body.text(), '2');
+  const unlisted = await request(`${keel.url}/codes`, { headers: { 'x-envoy-retry-on': 'retriable-status-codes', 'x-envoy-retriable-status-codes': '500' } });
+  t.equal(unlisted.statusCode, 418, 'not listed: not retried');
+  await unlisted.body.text();
+  n = 0;
+  const h = await request(`${keel.url}/hdr`, { headers: { 'x-envoy-retry-on': 'retriable-headers', 'x-envoy-retriable-header-names': 'X-Try-Again' } });
+  t.equal(await h.body.text(), '2', 'a response carrying the named header is retried');
+  t.equal(h.headers['x-try-again'], undefined);
+  t.equal(up.requests.length, 5, 'attempts: 2 + 1 + 2');
+});
+
+t.test('hedge_on_per_try_timeout: the timed-out attempt is kept; the first good answer wins, the other is reset', async (t) => {
+  let n = 0;
+  const closed: Promise<void>[] = [];
+  const up = await startUpstream('hedge', (req, res) => {
+    n++;
+    const k = n;
+    closed.push(new Promise((r) => res.once('close', () => r())));
+    if (req.url === '/first-wins') {
+      // the first attempt answers after 400 ms; the hedged second never does
+      if (k === 1) setTimeout(() => res.end('first'), 400);
+      return;
+    }
+    // /second-wins: the first attempt never answers; the second at once
+    if (k % 2 === 0) res.end('second');
+  });
+  const hedged = `                  timeout: 10s
+                  hedge_policy: { hedge_on_per_try_timeout: true }
+                  retry_policy: { retry_on: 5xx, num_retries: 1, per_try_timeout: 0.15s, ${fastBackoff} }`;
+  const keel = await startKeel(bootstrap(vhost(hedged), cluster('u', up.port)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const r = await request(`${keel.url}/first-wins`);
+  t.equal(r.statusCode, 200);
+  t.equal(await r.body.text(), 'first', 'the original attempt answered after its per-try timeout');
+  t.equal(up.requests.length, 2, 'a hedged second attempt was sent');
+  await closed[1];
+  t.pass('the losing hedged attempt was reset');
+  t.equal(keel.server.clusters.get('u')!.hosts[0].activeRequests, 0, 'host counters balanced');
+
+  n = 0;
+  const before = up.requests.length;
+  const r2 = await request(`${keel.url}/second-wins`);
+  t.equal(await r2.body.text(), 'second');
+  t.equal(up.requests.length - before, 2);
+  // first-wins: both of its attempts hit the per-try timeout before the original answered; second-wins: one
+  t.equal(keel.server.clusters.get('u')!.stats.upstreamRqPerTryTimeout, 3);
+
+  // without hedging, the first request's original attempt would have been reset at 150 ms
+  const keel2 = await startKeel(bootstrap(vhost(hedged.replace('hedge_on_per_try_timeout: true', 'hedge_on_per_try_timeout: false')), cluster('u', up.port)));
+  t.teardown(() => keel2.stop());
+  n = 0;
+  const r3 = await request(`${keel2.url}/first-wins`);
+  t.equal(r3.statusCode, 504, 'no hedging: both attempts time out');
+  t.equal(await r3.body.text(), 'upstream request timeout');
+});
+
+t.test('x-envoy-hedge-on-per-try-timeout: true turns hedging on for one request', async (t) => {
+  let n = 0;
+  const up = await startUpstream('hedge', (_req, res) => {
+    n++;
+    if (n === 1) setTimeout(() => res.end('original'), 400);
+  });
+  const keel = await startKeel(bootstrap(vhost(`                  retry_policy: { retry_on: 5xx, num_retries: 1, per_try_timeout: 0.15s, ${fastBackoff} }`), cluster('u', up.port)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const r = await request(`${keel.url}/h`, { headers: { 'x-envoy-hedge-on-per-try-timeout': 'true' } });
+  t.equal(await r.body.text(), 'original');
+  t.equal(up.requests.length, 2);
+});

@@ -9,6 +9,7 @@ import {
   HEADER_ONLY_POLICY,
   jitteredBackoffMs,
   parseRetryOn,
+  resetHeaderBackoffMs,
   RETRY_5XX,
   RETRY_CONNECT_FAILURE,
   RETRY_GRPC_UNAVAILABLE,
@@ -159,4 +160,59 @@ t.test('back-off: fully jittered, [0, (2^N - 1) * base), capped at max', async (
   t.ok(st.backoffMs(9) === 9 && st.backoffMs(10) === 0, 'first retry within [0, base)');
   st.shouldRetry(true, rm, stats());
   t.equal(st.backoffMs(29), 15, 'second retry capped at max_interval');
+});
+
+t.test('rate_limited_retry_back_off: reset headers parsed (seconds, unix timestamp), bounded by max_interval', async (t) => {
+  t.equal(resetHeaderBackoffMs('2', false, 300_000, 0), 2000, 'SECONDS');
+  t.equal(resetHeaderBackoffMs(' 0.5 ', false, 300_000, 0), 500, 'fractional seconds');
+  t.equal(resetHeaderBackoffMs('1000', true, 300_000, 998_000), 2000, 'UNIX_TIMESTAMP minus now');
+  t.equal(resetHeaderBackoffMs('900', true, 300_000, 998_000), undefined, 'a reset in the past is not used');
+  t.equal(resetHeaderBackoffMs('400', false, 300_000, 0), undefined, 'above max_interval: not used');
+  t.equal(resetHeaderBackoffMs('soon', false, 300_000, 0), undefined, 'unparsable');
+  t.equal(resetHeaderBackoffMs(undefined, false, 300_000, 0), undefined, 'absent');
+
+  const policy = new CompiledRetryPolicy(
+    cfg({
+      retryOn: ['retriable-status-codes'],
+      retriableStatusCodes: [429],
+      numRetries: 3,
+      rateLimitedRetryBackOff: {
+        resetHeaders: [
+          { name: 'Retry-After', format: 'SECONDS' },
+          { name: 'X-RateLimit-Reset', format: 'UNIX_TIMESTAMP' },
+        ],
+        maxIntervalMs: 10_000,
+      },
+    }),
+  );
+  const rm = new ResourceManager();
+  const st = RetryState.create(policy, H())!;
+  t.ok(st.wouldRetryHeaders(429, H('retry-after', '3')));
+  t.equal(st.shouldRetry(true, rm, stats()), RetryStatus.Yes);
+  const b = st.backoffMs(0);
+  t.equal(b, 3000, 'the header interval, jitter 0');
+  t.ok(st.backoffMs(0xffffffff) >= 3000 && st.backoffMs(0xffffffff) <= 4500, 'jitter adds at most 50%');
+  const reset = String(Math.floor(Date.now() / 1000) + 5);
+  t.ok(st.wouldRetryHeaders(429, H('retry-after', '999', 'x-ratelimit-reset', reset)), 'first header too large: the next one is used');
+  t.equal(st.shouldRetry(true, rm, stats()), RetryStatus.Yes);
+  const b2 = st.backoffMs(0);
+  t.ok(b2 > 3000 && b2 <= 5000, `from X-RateLimit-Reset: ${b2}`);
+  t.ok(st.wouldRetryHeaders(429, H()), 'no reset header');
+  t.equal(st.shouldRetry(true, rm, stats()), RetryStatus.Yes);
+  t.ok(st.backoffMs(12345) < 1000, 'falls back to the exponential back-off');
+});
+
+t.test('retry budget limits concurrent retries through shouldRetry (UO over budget)', async (t) => {
+  const rm = new ResourceManager({ priority: 'DEFAULT', maxConnections: 1, maxPendingRequests: 1, maxRequests: 100, maxRetries: 100, retryBudget: { budgetPercent: 50, minRetryConcurrency: 1 }, trackRemaining: false });
+  rm.requests.inc();
+  rm.requests.inc();
+  const policy = new CompiledRetryPolicy(cfg({ retryOn: ['5xx'], numRetries: 5 }));
+  const a = RetryState.create(policy, H())!;
+  const b = RetryState.create(policy, H())!;
+  const s = stats();
+  t.equal(a.shouldRetry(true, rm, s), RetryStatus.Yes, '50% of 2 active = 1 retry');
+  t.equal(b.shouldRetry(true, rm, s), RetryStatus.Overflow, 'a second concurrent retry is over budget');
+  t.equal(s.upstreamRqRetryOverflow, 1);
+  a.release(rm);
+  t.equal(rm.retries.count, 0);
 });
