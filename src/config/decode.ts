@@ -44,8 +44,16 @@ export function keyPath(base: string, key: string): string {
   return `${base}[${JSON.stringify(key)}]`;
 }
 
+const camelCache = new Map<string, string>();
+
+/** snake_case -> lowerCamelCase (memoized: field names are a small fixed set, read for every resource). */
 export function camelCase(snake: string): string {
-  return snake.replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+  let c = camelCache.get(snake);
+  if (c === undefined) {
+    c = snake.replace(/_([a-z0-9])/g, (_m, ch: string) => ch.toUpperCase());
+    if (camelCache.size < 10_000) camelCache.set(snake, c);
+  }
+  return c;
 }
 
 export function isObject(v: unknown): v is Record<string, unknown> {
