@@ -3,6 +3,7 @@
 // `keel --demo` runs it with the embedded demo config and demo upstreams, `keel route-check ...`
 // tests a route table like Envoy's router_check_tool. Parses flags and wires; no proxy logic here.
 
+import { SecretManager } from '../security/secret-manager';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import { ConfigError } from '../config/errors';
@@ -12,19 +13,38 @@ import { KeelServer } from '../server/server';
 import { Logger, isLevel } from '../common/logger';
 import { nativeStatusLine } from '../native';
 import { startDemoUpstreams } from './demo';
-import { runRouteCheck } from './route-check';
-import { runIstioIptables } from './istio-iptables';
+import { ISTIO_USAGE, runIstioProxy, runTranslate, wantsIstio } from './istio';
 import { eachFlag, UsageError } from './args';
 import { availableParallelism } from 'node:os';
-import { isWorker, runPrimary, tellPrimary, workerIndex } from '../server/workers';
+import { isWorker, runPrimary, serveScrapes, tellPrimary, workerIndex } from '../server/workers';
+import { concurrencyFromEnv, lifecycleFromEnv, runUntilTerminated, startStatus } from '../server/lifecycle';
+import type { StatusServers } from '../admin/status';
 
 const USAGE = `usage:
   keel -c <bootstrap.yaml|json> [--mode serve|validate] [-l <level>] [--drain-time-s N] [--concurrency N]
+       [--istio-status] [--status-port 15020] [--readiness-port 15021] [--prometheus-port 15090] (-1 = off)
   keel --config-yaml '<inline yaml>'
   keel --demo                      run the embedded demo config with demo upstreams (npm start)
   keel route-check -c <routes> -t <tests> [-d] [--only-show-failures] [-f N] [--covall] [--detailed-coverage]
   keel istio-iptables [-p 15001] [-z 15006] [-u 1337] [-m REDIRECT|TPROXY] [-b '*'] [-i '*'] [-n] ... (--help)
-  keel version`;
+  keel version
+  keel proxy sidecar|router [pilot-agent flags]   the istio-proxy agent: env, CA, ADS to istiod (unknown flags ignored)
+  keel wait [--timeoutSeconds 60] [--periodMillis 500]   poll :15021/healthz/ready
+  keel request METHOD PATH [BODY]   one admin call on :15000
+${ISTIO_USAGE}`;
+
+/** The agent role (CA client, xDS bootstrap), loaded only for its subcommands. */
+function agent(): typeof import('../agent/proxy') {
+  return require('../agent/proxy') as typeof import('../agent/proxy');
+}
+
+export function packageVersion(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
 
 export function packageRoot(): string {
   let dir = __dirname;
@@ -44,10 +64,21 @@ interface ProxyArgs {
   drainTimeS: number;
   demo: boolean;
   concurrency: number;
+  /** --drain-time-s given explicitly (else TERMINATION_DRAIN_DURATION_SECONDS, else 5 s) */
+  drainGiven: boolean;
+  concurrencyGiven: boolean;
+  /** status ports (pilot-agent's): undefined = not served */
+  status?: { readinessPort: number; statusPort: number; prometheusPort: number };
 }
 
 function parseProxyArgs(argv: string[]): ProxyArgs {
-  const a: ProxyArgs = { mode: 'serve', logLevel: 'info', drainTimeS: 5, demo: false, concurrency: 1 };
+  const a: ProxyArgs = { mode: 'serve', logLevel: 'info', drainTimeS: 5, demo: false, concurrency: 1, drainGiven: false, concurrencyGiven: false };
+  const statusPorts = (): NonNullable<ProxyArgs['status']> => (a.status ??= { readinessPort: 15021, statusPort: 15020, prometheusPort: 15090 });
+  const portFlag = (v: string, flag: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < -1 || n > 65535) throw new UsageError(`${flag} needs a port (or -1 for off), not '${v}'`);
+    return n;
+  };
   for (const f of eachFlag(argv)) {
     const { flag, value } = f;
     switch (flag) {
@@ -72,6 +103,19 @@ function parseProxyArgs(argv: string[]): ProxyArgs {
       case '--drain-time-s':
         a.drainTimeS = Number(value());
         if (!Number.isFinite(a.drainTimeS) || a.drainTimeS < 0) throw new UsageError('--drain-time-s needs a number of seconds');
+        a.drainGiven = true;
+        break;
+      case '--istio-status':
+        statusPorts();
+        break;
+      case '--status-port':
+        statusPorts().statusPort = portFlag(value(), flag);
+        break;
+      case '--readiness-port':
+        statusPorts().readinessPort = portFlag(value(), flag);
+        break;
+      case '--prometheus-port':
+        statusPorts().prometheusPort = portFlag(value(), flag);
         break;
       case '--demo':
         a.demo = true;
@@ -81,6 +125,7 @@ function parseProxyArgs(argv: string[]): ProxyArgs {
         a.concurrency = Number(v);
         if (!Number.isInteger(a.concurrency) || a.concurrency < 0) throw new UsageError(`--concurrency needs a whole number, not '${v}'`);
         if (a.concurrency === 0) a.concurrency = availableParallelism();
+        a.concurrencyGiven = true;
         break;
       }
       case '-h':
@@ -119,17 +164,25 @@ async function runProxy(argv: string[]): Promise<number> {
     process.stdout.write(`configuration '${args.configPath ?? '--config-yaml'}' OK\n`);
     return 0;
   }
+  if (!args.concurrencyGiven) args.concurrency = concurrencyFromEnv(process.env) ?? args.concurrency;
+  const life = lifecycleFromEnv(process.env, args.drainGiven ? args.drainTimeS * 1000 : undefined);
   if (args.concurrency > 1 && !isWorker()) {
     log.info(nativeStatusLine());
     log.info(`starting ${args.concurrency} workers`);
-    return runPrimary(args.concurrency, log, args.drainTimeS * 1000);
+    return runPrimary(args.concurrency, log, life.drainMs);
   }
   if (!isWorker()) log.info(nativeStatusLine());
   const demoServers = args.demo ? await startDemoUpstreams({ v1: 19081, v2: 19082 }) : [];
-  const server = new KeelServer(bootstrap, { log, drainTimeMs: args.drainTimeS * 1000, admin: workerIndex() <= 1 });
+  // Standalone: SDS names resolve to Istio's file-mounted secrets (file-cert:<chain>~<key>, file-root:<root>), watched.
+  const server = new KeelServer(bootstrap, { log, drainTimeMs: life.drainMs, admin: workerIndex() <= 1, secrets: new SecretManager({ log }) });
+  server.version = packageVersion();
+  server.commandLine = { config_path: args.configPath ?? '', concurrency: args.concurrency, drain_time: `${life.drainMs / 1000}s`, log_level: args.logLevel, mode: args.mode === 'serve' ? 'Serve' : 'Validate' };
+  const stopScrapes = serveScrapes(server);
   let ports: Map<string, number>;
+  let status: StatusServers | undefined;
   try {
     ports = await server.start();
+    if (args.status && workerIndex() <= 1) status = await startStatus(server, args.status);
   } catch (e) {
     tellPrimary({ keel: 'failed', detail: (e as Error).message });
     throw e;
@@ -141,14 +194,10 @@ async function runProxy(argv: string[]): Promise<number> {
     const p = ports.get('demo') ?? 10000;
     process.stdout.write(`keel demo: try  curl -s localhost:${p}/  and  curl -s -H 'x-version: v2' localhost:${p}/\n`);
   }
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string): void => {
-      log.info(`${sig}: draining (up to ${args.drainTimeS}s), then exiting`);
-      void server.stop().then(resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  if (status) log.info(`status ports: readiness ${status.ports.readiness ?? 'off'}, status ${status.ports.status ?? 'off'}, prometheus ${status.ports.prometheus ?? 'off'}`);
+  await runUntilTerminated(server, life, log);
+  stopScrapes();
+  await status?.close();
   for (const s of demoServers) s.close();
   return 0;
 }
@@ -157,9 +206,17 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (argv[0]) {
       case 'route-check':
-        return await runRouteCheck(argv.slice(1));
+        return await (require('./route-check') as typeof import('./route-check')).runRouteCheck(argv.slice(1));
       case 'istio-iptables':
-        return await runIstioIptables(argv.slice(1));
+        return await (require('./istio-iptables') as typeof import('./istio-iptables')).runIstioIptables(argv.slice(1));
+      case 'translate':
+        return runTranslate(argv.slice(1));
+      case 'proxy':
+        return await agent().runAgentProxy(argv.slice(1));
+      case 'wait':
+        return await agent().runWait(argv.slice(1));
+      case 'request':
+        return await agent().runRequest(argv.slice(1));
       case 'version':
       case '--version': {
         const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
@@ -167,6 +224,7 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       default:
+        if (wantsIstio(argv)) return await runIstioProxy(argv);
         return await runProxy(argv);
     }
   } catch (e) {

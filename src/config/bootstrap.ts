@@ -8,8 +8,10 @@ import { isIP } from 'node:net';
 import { parseDocument } from 'yaml';
 import { compileRe2, compileRe2Full, compileSubstitution } from '../common/re2';
 import { Diagnostics, IgnoredFields, isObject, readAny, Reader } from './decode';
-import { ConfigError } from './errors';
+import { ConfigError, type ConfigProblem } from './errors';
 import { filterDecoder, perRouteDecoder } from './http-filters';
+import { decodeCorsPolicy, withLegacyCors } from './filters/cors';
+import { decodeAccessLog, decodeHcmTracing, decodeRouteTracing } from './observability';
 import type {
   AppendAction,
   Bootstrap,
@@ -17,14 +19,21 @@ import type {
   CidrRange,
   CircuitBreakerThresholds,
   ClusterConfig,
+  ConfigSourceConfig,
+  DynamicResourcesConfig,
   DirectResponseAction,
   DownstreamTlsConfig,
+  ClientCertDetail,
+  ForwardClientCertDetails,
   EndpointConfig,
   FilterChainConfig,
   FilterChainMatchConfig,
+  NetworkPreFilterConfig,
   ForwardAction,
   FractionalPercent,
   HashPolicyConfig,
+  HealthCheckConfig,
+  SlowStartConfig,
   HeaderMatcherConfig,
   HeaderMutations,
   HeaderValueOption,
@@ -44,11 +53,13 @@ import type {
   QueryParameterMatcherConfig,
   RedirectAction,
   RegexRewriteConfig,
+  RequestMirrorPolicyConfig,
   RetryPolicyConfig,
   RouteActionConfig,
   RouteConfigEntry,
   RouteMatchConfig,
   RouteTableConfig,
+  RuntimeFractionConfig,
   RuntimeValues,
   SocketAddress,
   StringMatcherConfig,
@@ -60,6 +71,8 @@ import type {
   VirtualHostConfig,
 } from './types';
 
+import { RBAC_NETWORK_NAME, RBAC_NETWORK_TYPE, decodeNetworkRbac } from './filters/rbac';
+import { FilterChainMatcher } from '../listener/chain-match';
 export interface DecodedBootstrap {
   readonly bootstrap: Bootstrap;
   readonly warnings: string[];
@@ -113,6 +126,17 @@ export const SKIPPED_HTTP_FILTERS: ReadonlySet<string> = new Set([
   'istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig',
   'stats.PluginConfig',
   'envoy.extensions.filters.http.grpc_stats.v3.FilterConfig',
+]);
+
+/**
+ * Non-terminal network filters (by name or config type) keel accepts and skips with a warning:
+ * Istio's TCP telemetry and peer-metadata plumbing, which never decide whether bytes flow.
+ */
+export const SKIPPED_NETWORK_FILTERS: ReadonlySet<string> = new Set([
+  'istio.metadata_exchange',
+  'istio.stats',
+  'envoy.tcp.metadataexchange.config.MetadataExchange',
+  'stats.PluginConfig',
 ]);
 
 // ---------------------------------------------------------------------------------------------
@@ -171,7 +195,6 @@ export const IGNORED_FIELDS: IgnoredFields = {
     tcp_fast_open_queue_length: TUNING,
     ignore_global_conn_limit: TUNING,
     freebind: 'IP_FREEBIND is not available to Node.js sockets',
-    transparent: 'IP_TRANSPARENT is not available to Node.js sockets',
   },
   FilterChain: {
     metadata: null,
@@ -179,15 +202,11 @@ export const IGNORED_FIELDS: IgnoredFields = {
   },
   ListenerFilter: { filter_disabled: 'the listener filter runs on every connection' },
   HttpConnectionManager: {
-    access_log: ACCESS_LOG,
-    access_log_options: ACCESS_LOG,
-    access_log_flush_interval: ACCESS_LOG,
-    flush_access_log_on_new_request: ACCESS_LOG,
-    tracing: TRACING,
+    access_log_options: 'access logs are written when each request completes',
+    access_log_flush_interval: null,
+    flush_access_log_on_new_request: 'access logs are written when each request completes',
     request_id_extension: 'x-request-id is always a UUID4',
     add_user_agent: 'user-agent and x-envoy-downstream-service-cluster are not set',
-    forward_client_cert_details: 'x-forwarded-client-cert is always removed (SANITIZE)',
-    set_current_client_cert_details: 'x-forwarded-client-cert is always removed (SANITIZE)',
     local_reply_config: 'local replies use the default bodies',
     proxy_100_continue: 'keel answers Expect: 100-continue itself',
     stream_error_on_invalid_http_message: TUNING,
@@ -239,13 +258,11 @@ export const IGNORED_FIELDS: IgnoredFields = {
   TcpProxy: {
     access_log: ACCESS_LOG,
     access_log_options: ACCESS_LOG,
-    max_connect_attempts: TUNING,
     hash_policy: null,
   },
   Cluster: {
     alt_stat_name: STATS,
     track_cluster_stats: STATS,
-    health_checks: 'active health checking is not implemented; hosts are assumed healthy',
     upstream_connection_options: 'TCP keepalive options are not applied',
     close_connections_on_host_health_failure: null,
     ignore_health_on_host_removal: null,
@@ -258,7 +275,17 @@ export const IGNORED_FIELDS: IgnoredFields = {
     original_dst_lb_config: 'the original destination comes from the connection only',
     preconnect_policy: TUNING,
   },
-  ClusterLoadAssignment: { policy: 'load assignment policy (drop_overloads, overprovisioning) is not applied' },
+  ClusterLoadAssignment: {},
+  ClusterLoadAssignmentPolicy: { drop_overloads: 'drop_overloads is not applied', endpoint_stale_after: null, weighted_priority_health: TUNING },
+  HealthCheck: {
+    event_log_path: 'health check events are not logged',
+    event_logger: 'health check events are not logged',
+    always_log_health_check_failures: null,
+    always_log_health_check_success: null,
+    tls_options: 'health checks use the cluster TLS settings as they are',
+    transport_socket_match_criteria: 'health checks use the cluster transport socket',
+  },
+  HttpHealthCheck: { response_buffer_size: TUNING },
   LocalityLbEndpoints: { proximity: null, metadata: null },
   Endpoint: { health_check_config: null },
   CircuitBreakers: { per_host_thresholds: 'per-host circuit breakers are not enforced' },
@@ -271,7 +298,6 @@ export const IGNORED_FIELDS: IgnoredFields = {
   },
   CommonLbConfig: {
     zone_aware_lb_config: 'zone-aware routing is not implemented',
-    locality_weighted_lb_config: 'locality-weighted load balancing is not implemented',
     update_merge_window: TUNING,
     ignore_new_hosts_until_first_hc: null,
     close_connections_on_host_set_change: null,
@@ -284,22 +310,16 @@ export const IGNORED_FIELDS: IgnoredFields = {
   },
   VirtualHost: {
     rate_limits: 'rate limiting is not implemented',
-    cors: 'the deprecated cors field is not implemented',
-    hedge_policy: 'request hedging is not implemented',
     per_request_buffer_limit_bytes: TUNING,
     metadata: null,
   },
   Route: {
-    decorator: TRACING,
-    tracing: TRACING,
     stat_prefix: STATS,
     per_request_buffer_limit_bytes: TUNING,
   },
   RouteAction: {
     priority: 'routing priority is not implemented (DEFAULT circuit breakers apply)',
     rate_limits: 'rate limiting is not implemented',
-    hedge_policy: 'request hedging is not implemented',
-    cors: 'the deprecated cors field is not implemented',
   },
   WeightedCluster: {},
   ClusterWeight: { typed_per_filter_config: 'per-filter config on weighted clusters is not read', metadata_match: null },
@@ -406,7 +426,7 @@ export function decodeBootstrap(raw: unknown): DecodedBootstrap {
     if (address) admin = { address };
   });
 
-  if (r.has('dynamic_resources')) r.problem('dynamic_resources is not supported yet (static_resources only)', 'dynamic_resources');
+  const dynamicResources = r.sub('dynamic_resources', 'DynamicResources', decodeDynamicResources);
 
   let listeners: ListenerConfig[] = [];
   let clusters: ClusterConfig[] = [];
@@ -438,9 +458,13 @@ export function decodeBootstrap(raw: unknown): DecodedBootstrap {
     });
   });
 
+  const adsCluster = dynamicResources?.ads?.clusterName;
+  if (adsCluster !== undefined && adsCluster !== '' && !clusters.some((c) => c.name === adsCluster)) {
+    diag.problem('dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name', `unknown cluster '${adsCluster}' (the ADS cluster must be a static cluster)`);
+  }
   r.done();
   if (diag.problems.length > 0) throw new ConfigError(diag.problems, diag.warnings);
-  return { bootstrap: { node, admin, listeners, clusters, runtime }, warnings: diag.warnings };
+  return { bootstrap: { node, admin, listeners, clusters, runtime, ...(dynamicResources ? { dynamicResources } : {}), source: raw }, warnings: diag.warnings };
 }
 
 /** Parses YAML or JSON text (JSON when it starts with `{`) and decodes it. Throws ConfigError. */
@@ -659,7 +683,7 @@ function decodeTypedPerFilterConfig(r: Reader): Record<string, PerFilterConfig> 
 const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** A header name (lower-cased); pseudo-headers allowed when `pseudo`. */
-function headerName(r: Reader, field: string, pseudo: boolean): string {
+export function headerName(r: Reader, field: string, pseudo: boolean): string {
   const name = r.requiredStr(field);
   if (name === '') return '';
   const bare = pseudo && name.startsWith(':') ? name.slice(1) : name;
@@ -687,7 +711,7 @@ function regexField(r: Reader, field: string): string | undefined {
   });
 }
 
-function decodeStringMatcher(r: Reader): StringMatcherConfig | undefined {
+export function decodeStringMatcher(r: Reader): StringMatcherConfig | undefined {
   const kind = r.oneof(['exact', 'prefix', 'suffix', 'safe_regex', 'contains', 'custom'], true);
   const ignoreCase = r.bool('ignore_case', false);
   switch (kind) {
@@ -732,7 +756,7 @@ const HEADER_MATCH_FORMS = [
   'string_match',
 ] as const;
 
-function decodeHeaderMatcher(r: Reader): HeaderMatcherConfig | undefined {
+export function decodeHeaderMatcher(r: Reader): HeaderMatcherConfig | undefined {
   const name = headerName(r, 'name', true);
   const base = { name, invert: r.bool('invert_match', false), treatMissingAsEmpty: r.bool('treat_missing_header_as_empty', false) };
   const kind = r.oneof(HEADER_MATCH_FORMS, false);
@@ -778,7 +802,7 @@ function decodeHeaderMatcher(r: Reader): HeaderMatcherConfig | undefined {
   return name === '' ? undefined : result;
 }
 
-function headerMatchers(r: Reader, field: string): HeaderMatcherConfig[] {
+export function headerMatchers(r: Reader, field: string): HeaderMatcherConfig[] {
   return r.objects(field, 'HeaderMatcher', decodeHeaderMatcher);
 }
 
@@ -852,10 +876,39 @@ function decodeMetadataMatcher(r: Reader): MetadataMatcherConfig | undefined {
   return value && filter !== '' && path.length > 0 ? { filter, path, value, invert } : undefined;
 }
 
-function decodeFractionalPercent(r: Reader): FractionalPercent {
+export function decodeFractionalPercent(r: Reader): FractionalPercent {
   const numerator = r.uint32('numerator', 0);
   const d = r.enum('denominator', ['HUNDRED', 'TEN_THOUSAND', 'MILLION'], 'HUNDRED');
   return { numerator, denominator: d === 'HUNDRED' ? 100 : d === 'TEN_THOUSAND' ? 10_000 : 1_000_000 };
+}
+
+/** RuntimeFractionalPercent (default_value required, runtime_key optional). */
+export function decodeRuntimeFraction(f: Reader): RuntimeFractionConfig | undefined {
+  if (!f.has('default_value')) f.problem('default_value is required', 'default_value');
+  const defaultValue = f.sub('default_value', 'FractionalPercent', decodeFractionalPercent);
+  const runtimeKey = f.str('runtime_key');
+  return defaultValue ? { defaultValue, runtimeKey } : undefined;
+}
+
+/** request_mirror_policies at any level; undefined when the field is absent or empty. */
+function decodeMirrorPolicies(rt: RouteTableCtx, r: Reader): RequestMirrorPolicyConfig[] | undefined {
+  const out = r.objects('request_mirror_policies', 'RequestMirrorPolicy', (m): RequestMirrorPolicyConfig | undefined => {
+    const which = m.oneof(['cluster', 'cluster_header'], true);
+    const cluster = m.str('cluster');
+    const clusterHeader = which === 'cluster_header' ? headerName(m, 'cluster_header', true) : undefined;
+    if (which === 'cluster') checkCluster(rt, m, 'cluster', cluster, 'mirror cluster');
+    const runtimeFraction = m.sub('runtime_fraction', 'RuntimeFractionalPercent', decodeRuntimeFraction);
+    if (m.has('trace_sampled')) m.optBool('trace_sampled');
+    const disableShadowHostSuffixAppend = m.bool('disable_shadow_host_suffix_append', false);
+    if (which === undefined || (which === 'cluster_header' && !clusterHeader)) return undefined;
+    return {
+      cluster: which === 'cluster' ? cluster : '',
+      ...(clusterHeader ? { clusterHeader } : {}),
+      ...(runtimeFraction !== undefined ? { runtimeFraction } : {}),
+      disableShadowHostSuffixAppend,
+    };
+  });
+  return out.length > 0 ? out : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -928,18 +981,21 @@ function decodeRouteTable(ctx: Ctx, r: Reader, validateClustersDefault: boolean)
   const name = r.str('name');
   r.unsupported('vhds', 'vhds (virtual host discovery)');
   r.unsupported('cluster_specifier_plugins');
-  r.unsupported('request_mirror_policies');
+  const tableMirrors = decodeMirrorPolicies(rt, r);
   r.unsupported('ignore_path_parameters_in_path_matching');
   const vhostName = uniqueNames(ctx.diag, 'virtual host name');
   const virtualHosts = r.objects('virtual_hosts', 'VirtualHost', (v) => {
-    const vh = decodeVirtualHost(rt, v);
+    let vh = decodeVirtualHost(rt, v);
     if (vh) vhostName(v.path, vh.name);
+    // the route table's mirror policies apply where neither the route nor its host has any
+    if (vh && tableMirrors && !vh.requestMirrorPolicies) vh = { ...vh, requestMirrorPolicies: tableMirrors };
     return vh;
   });
   checkDomains(ctx.diag, r, name);
   const internalOnlyHeaders = r.strList('internal_only_headers').map((h) => h.toLowerCase());
   return {
     name,
+    source: r.raw,
     virtualHosts,
     internalOnlyHeaders,
     mostSpecificHeaderMutationsWins: r.bool('most_specific_header_mutations_wins', false),
@@ -976,7 +1032,7 @@ function decodeVirtualHost(rt: RouteTableCtx, r: Reader): VirtualHostConfig | un
     if (/[\0\r\n]/.test(d)) r.diag.problem(`${r.at('domains')}[${i}]`, 'domains must not contain NUL, CR or LF');
   });
   r.unsupported('matcher', 'the matcher tree (use routes)');
-  r.unsupported('request_mirror_policies');
+  const requestMirrorPolicies = decodeMirrorPolicies(rt, r);
   r.unsupported('vhds');
   const routes = r.objects('routes', 'Route', (x) => decodeRoute(rt, x));
   const virtualClusters = r.objects('virtual_clusters', 'VirtualCluster', (v): VirtualClusterConfig | undefined => {
@@ -985,6 +1041,7 @@ function decodeVirtualHost(rt: RouteTableCtx, r: Reader): VirtualHostConfig | un
     return n === '' ? undefined : { name: n, headers };
   });
   const retryPolicy = r.sub('retry_policy', 'RetryPolicy', decodeRetryPolicy);
+  const vhHedge = r.sub('hedge_policy', 'HedgePolicy', decodeHedgePolicy);
   const vh: VirtualHostConfig = {
     name,
     domains: domains.map((d) => d.toLowerCase()),
@@ -994,7 +1051,9 @@ function decodeVirtualHost(rt: RouteTableCtx, r: Reader): VirtualHostConfig | un
     retryPolicy,
     includeRequestAttemptCount: r.bool('include_request_attempt_count', false),
     includeAttemptCountInResponse: r.bool('include_attempt_count_in_response', false),
-    typedPerFilterConfig: decodeTypedPerFilterConfig(r),
+    ...(vhHedge !== undefined ? { hedgeOnPerTryTimeout: vhHedge } : {}),
+    typedPerFilterConfig: withLegacyCors(decodeTypedPerFilterConfig(r), r.sub('cors', 'CorsPolicy', decodeCorsPolicy)),
+    ...(requestMirrorPolicies ? { requestMirrorPolicies } : {}),
     ...decodeHeaderMutations(r),
   };
   return name === '' ? undefined : vh;
@@ -1026,8 +1085,9 @@ function decodeRoute(rt: RouteTableCtx, r: Reader): RouteConfigEntry | undefined
   }
   const entry = {
     name,
+    ...decodeRouteTracing(r),
     metadata: decodeMetadata(r),
-    typedPerFilterConfig: decodeTypedPerFilterConfig(r),
+    typedPerFilterConfig: withLegacyCors(decodeTypedPerFilterConfig(r), action?.kind === 'route' ? action.cors : undefined),
     ...decodeHeaderMutations(r),
   };
   return match && action ? { ...entry, match, action } : undefined;
@@ -1163,12 +1223,14 @@ function decodeRouteAction(rt: RouteTableCtx, r: Reader): ForwardAction | undefi
 
   const timeoutMs = r.duration('timeout', 15_000);
   const idleTimeoutMs = r.optDuration('idle_timeout');
-  const maxStreamDurationMs = r.sub('max_stream_duration', 'MaxStreamDuration', (m) => {
-    m.unsupported('grpc_timeout_header_max');
-    m.unsupported('grpc_timeout_header_offset');
-    return m.optDuration('max_stream_duration');
-  });
+  const msd = r.sub('max_stream_duration', 'MaxStreamDuration', (m) => ({
+    maxStreamDurationMs: m.optDuration('max_stream_duration'),
+    grpcTimeoutHeaderMaxMs: m.optDuration('grpc_timeout_header_max'),
+    grpcTimeoutHeaderOffsetMs: m.optDuration('grpc_timeout_header_offset'),
+  }));
+  const maxStreamDurationMs = msd?.maxStreamDurationMs;
   const retryPolicy = r.sub('retry_policy', 'RetryPolicy', decodeRetryPolicy);
+  const hedge = r.sub('hedge_policy', 'HedgePolicy', decodeHedgePolicy);
   const hashPolicy = r.objects('hash_policy', 'HashPolicy', decodeHashPolicy);
   const upgradeConfigs = r.objects('upgrade_configs', 'UpgradeConfig', (u) => {
     const upgradeType = u.requiredStr('upgrade_type');
@@ -1177,7 +1239,9 @@ function decodeRouteAction(rt: RouteTableCtx, r: Reader): ForwardAction | undefi
     return upgradeType === '' ? undefined : { upgradeType: upgradeType.toLowerCase(), enabled };
   });
   const includeVhRateLimits = r.bool('include_vh_rate_limits', false);
-  for (const f of ['request_mirror_policies', 'internal_redirect_policy', 'max_internal_redirects', 'metadata_match', 'early_data_policy']) {
+  const requestMirrorPolicies = decodeMirrorPolicies(rt, r);
+  const cors = r.sub('cors', 'CorsPolicy', decodeCorsPolicy);
+  for (const f of ['internal_redirect_policy', 'max_internal_redirects', 'metadata_match', 'early_data_policy']) {
     r.unsupported(f);
   }
   if (!ok) return undefined;
@@ -1196,10 +1260,16 @@ function decodeRouteAction(rt: RouteTableCtx, r: Reader): ForwardAction | undefi
     timeoutMs,
     ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
     ...(maxStreamDurationMs !== undefined ? { maxStreamDurationMs } : {}),
+    ...(msd?.grpcTimeoutHeaderMaxMs !== undefined ? { grpcTimeoutHeaderMaxMs: msd.grpcTimeoutHeaderMaxMs } : {}),
+    ...(msd?.grpcTimeoutHeaderOffsetMs !== undefined ? { grpcTimeoutHeaderOffsetMs: msd.grpcTimeoutHeaderOffsetMs } : {}),
+    ...(msd !== undefined ? { usesMaxStreamDuration: true } : {}),
+    ...(hedge !== undefined ? { hedgeOnPerTryTimeout: hedge } : {}),
     ...(retryPolicy !== undefined ? { retryPolicy } : {}),
     hashPolicy,
     includeVhRateLimits,
     upgradeConfigs,
+    ...(requestMirrorPolicies ? { requestMirrorPolicies } : {}),
+    ...(cors ? { cors } : {}),
   };
 }
 
@@ -1252,7 +1322,16 @@ function decodeRetryPolicy(r: Reader): RetryPolicyConfig {
   const perTryIdleTimeoutMs = r.duration('per_try_idle_timeout', 0);
   r.unsupported('retry_priority');
   r.unsupported('retry_options_predicates');
-  r.unsupported('rate_limited_retry_back_off');
+  const rateLimitedRetryBackOff = r.sub('rate_limited_retry_back_off', 'RateLimitedRetryBackOff', (b) => {
+    const resetHeaders = b.objects('reset_headers', 'ResetHeader', (h) => {
+      const name = headerName(h, 'name', true);
+      const format = h.enum('format', ['SECONDS', 'UNIX_TIMESTAMP'], 'SECONDS');
+      return name === '' ? undefined : { name, format };
+    });
+    if (resetHeaders.length === 0) b.problem('reset_headers needs at least one header', 'reset_headers');
+    const maxIntervalMs = b.duration('max_interval', 300_000, { positive: true });
+    return resetHeaders.length === 0 ? undefined : { resetHeaders, maxIntervalMs };
+  });
   const retryHostPredicates = r.objects('retry_host_predicate', 'RetryHostPredicate', (p) => {
     const name = p.str('name');
     const typed = p.typed('typed_config');
@@ -1282,7 +1361,16 @@ function decodeRetryPolicy(r: Reader): RetryPolicyConfig {
     retryHostPredicates,
     retriableHeaders: headerMatchers(r, 'retriable_headers'),
     retriableRequestHeaders: headerMatchers(r, 'retriable_request_headers'),
+    ...(rateLimitedRetryBackOff !== undefined ? { rateLimitedRetryBackOff } : {}),
   };
+}
+
+/** HedgePolicy: only hedge_on_per_try_timeout (initial_requests 1, no additional_request_chance). */
+function decodeHedgePolicy(r: Reader): boolean {
+  const initial = r.uint32('initial_requests', 1, { min: 1 });
+  if (initial > 1) r.problem('initial_requests above 1 is not supported by keel (hedging happens on per-try timeouts only)', 'initial_requests');
+  r.unsupported('additional_request_chance');
+  return r.bool('hedge_on_per_try_timeout', false);
 }
 
 function decodeHashPolicy(r: Reader): HashPolicyConfig | undefined {
@@ -1298,10 +1386,30 @@ function decodeHashPolicy(r: Reader): HashPolicyConfig | undefined {
     case 'cookie':
       return r.sub('cookie', 'HashPolicyCookie', (c) => {
         const name = c.requiredStr('name');
-        c.unsupported('ttl', 'ttl (generated cookies)');
-        c.unsupported('path', 'path (generated cookies)');
-        c.unsupported('attributes', 'attributes (generated cookies)');
-        return name === '' ? undefined : { kind: 'cookie' as const, name, terminal };
+        if (name !== '' && !TOKEN_RE.test(name)) c.problem(`'${name}' is not a valid cookie name`, 'name');
+        const cookieTtlMs = c.optDuration('ttl');
+        const cookiePath = c.optStr('path');
+        if (cookiePath !== undefined) checkHeaderValue(c, 'path', cookiePath);
+        const cookieAttributes = c.objects('attributes', 'CookieAttribute', (a) => {
+          const n = a.requiredStr('name');
+          const v = a.str('value');
+          if (n !== '' && !TOKEN_RE.test(n)) a.problem(`'${n}' is not a valid cookie attribute name`, 'name');
+          if (/[;\0\r\n]/.test(v)) a.problem('cookie attribute values must not contain ;, NUL, CR or LF', 'value');
+          return n === '' ? undefined : v === '' ? n : `${n}=${v}`;
+        });
+        if (cookieTtlMs === undefined && (cookiePath !== undefined || cookieAttributes.length > 0)) {
+          c.warn('path and attributes only apply to generated cookies, which need ttl', 'ttl');
+        }
+        return name === ''
+          ? undefined
+          : {
+              kind: 'cookie' as const,
+              name,
+              terminal,
+              ...(cookieTtlMs !== undefined ? { cookieTtlMs } : {}),
+              ...(cookiePath !== undefined ? { cookiePath } : {}),
+              ...(cookieAttributes.length > 0 ? { cookieAttributes } : {}),
+            };
       });
     case 'connection_properties':
       return r.sub('connection_properties', 'HashPolicyConnectionProperties', (c) =>
@@ -1443,14 +1551,16 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
   const routeKind = r.oneof(['rds', 'route_config', 'scoped_routes'], true);
   let routeConfig: RouteTableConfig | undefined;
   let rdsName: string | undefined;
+  let rdsInitialFetchTimeoutMs: number | undefined;
   if (routeKind === 'route_config') {
     routeConfig = r.sub('route_config', 'RouteConfiguration', (rc) => decodeRouteTable(ctx, rc, true));
   } else if (routeKind === 'rds') {
     rdsName = r.sub('rds', 'Rds', (x) => {
-      x.get('config_source');
+      const src = x.sub('config_source', 'ConfigSource', decodeConfigSource);
+      if (src?.kind === 'path') x.problem('routes from path_config_source are not supported by keel (use ads: {})', 'config_source');
+      if (src) rdsInitialFetchTimeoutMs = src.initialFetchTimeoutMs;
       return x.requiredStr('route_config_name');
     });
-    if (rdsName) r.warn(`routes come from RDS ('${rdsName}'), which keel does not fetch yet: no request will match a route`, 'rds');
   } else if (routeKind === 'scoped_routes') {
     r.problem('scoped_routes is not supported by keel', 'scoped_routes');
   }
@@ -1493,15 +1603,19 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
     codecType,
     ...(routeConfig !== undefined ? { routeConfig } : {}),
     ...(rdsName !== undefined ? { rdsName } : {}),
+    ...(rdsInitialFetchTimeoutMs !== undefined ? { rdsInitialFetchTimeoutMs } : {}),
     httpFilters,
     useRemoteAddress: r.bool('use_remote_address', false),
     xffNumTrustedHops: r.uint32('xff_num_trusted_hops', 0),
     skipXffAppend: r.bool('skip_xff_append', false),
+    ...decodeClientCertDetails(r),
     ...(via !== undefined && via !== '' ? { via } : {}),
     generateRequestId: r.bool('generate_request_id', true),
     preserveExternalRequestId: r.bool('preserve_external_request_id', false),
     alwaysSetRequestIdInResponse: r.bool('always_set_request_id_in_response', false),
     serverName,
+    accessLogs: r.objects('access_log', 'AccessLog', decodeAccessLog),
+    ...(r.has('tracing') ? { tracing: r.sub('tracing', 'Tracing', decodeHcmTracing) } : {}),
     serverHeaderTransformation: r.enum('server_header_transformation', ['OVERWRITE', 'APPEND_IF_ABSENT', 'PASS_THROUGH'], 'OVERWRITE'),
     maxRequestHeadersKb: r.uint32('max_request_headers_kb', 60, { gt: 0, max: 8192 }),
     maxHeadersCount: common?.maxHeadersCount ?? 100,
@@ -1596,13 +1710,40 @@ function decodeTcpProxy(ctx: Ctx, r: Reader): TcpProxyConfig | undefined {
     });
   }
   const idleTimeoutMs = r.duration('idle_timeout', 3_600_000);
+  const maxConnectAttempts = r.uint32('max_connect_attempts', 1, { min: 1 });
   for (const f of ['tunneling_config', 'on_demand', 'metadata_match', 'max_downstream_connection_duration', 'backoff_options']) r.unsupported(f);
   if (statPrefix === '' || (cluster === undefined && weightedClusters === undefined) || cluster === '') return undefined;
-  return { kind: 'tcp_proxy', statPrefix, ...(cluster !== undefined ? { cluster } : {}), ...(weightedClusters ? { weightedClusters } : {}), idleTimeoutMs };
+  return { kind: 'tcp_proxy', statPrefix, ...(cluster !== undefined ? { cluster } : {}), ...(weightedClusters ? { weightedClusters } : {}), idleTimeoutMs, ...(maxConnectAttempts > 1 ? { maxConnectAttempts } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------
 // TLS
+
+const FORWARD_CLIENT_CERT = ['SANITIZE', 'FORWARD_ONLY', 'APPEND_FORWARD', 'SANITIZE_SET', 'ALWAYS_FORWARD_ONLY'] as const;
+
+/** HCM forward_client_cert_details and set_current_client_cert_details (x-forwarded-client-cert). */
+function decodeClientCertDetails(r: Reader): { forwardClientCertDetails?: ForwardClientCertDetails; setCurrentClientCertDetails?: ClientCertDetail[] } {
+  const forward = r.enum('forward_client_cert_details', FORWARD_CLIENT_CERT, 'SANITIZE');
+  const details = r.sub('set_current_client_cert_details', 'SetCurrentClientCertDetails', (d) => {
+    const out: ClientCertDetail[] = [];
+    // Envoy's order, whatever the order of the fields in the config.
+    if (d.bool('cert', false)) out.push('Cert');
+    if (d.bool('chain', false)) out.push('Chain');
+    const subject = d.get('subject');
+    if (subject === true || (typeof subject === 'object' && subject !== null && (subject as { value?: unknown }).value === true)) out.push('Subject');
+    else if (subject !== undefined && subject !== false && !(typeof subject === 'object' && subject !== null)) d.problem(`expected true or false, got ${JSON.stringify(subject)}`, 'subject');
+    if (d.bool('uri', false)) out.push('URI');
+    if (d.bool('dns', false)) out.push('DNS');
+    return out;
+  });
+  if (details && details.length > 0 && forward !== 'APPEND_FORWARD' && forward !== 'SANITIZE_SET') {
+    r.warn(`set_current_client_cert_details has no effect with forward_client_cert_details ${forward}`);
+  }
+  return {
+    ...(forward !== 'SANITIZE' ? { forwardClientCertDetails: forward } : {}),
+    ...(details && details.length > 0 ? { setCurrentClientCertDetails: details } : {}),
+  };
+}
 
 const TLS_VERSIONS = ['TLS_AUTO', 'TLSv1_0', 'TLSv1_1', 'TLSv1_2', 'TLSv1_3'] as const;
 /** Envoy's names -> Node's `minVersion`/`maxVersion` names. */
@@ -1830,7 +1971,7 @@ function decodeFilterChainMatch(r: Reader): FilterChainMatchConfig {
     }
   });
   const transportProtocol = r.optStr('transport_protocol');
-  r.unsupported('direct_source_prefix_ranges');
+  const directSourcePrefixRanges = r.objects('direct_source_prefix_ranges', 'CidrRange', decodeCidrRange);
   r.unsupported('address_suffix');
   r.unsupported('suffix_len');
   return {
@@ -1839,6 +1980,7 @@ function decodeFilterChainMatch(r: Reader): FilterChainMatchConfig {
     serverNames,
     ...(transportProtocol !== undefined && transportProtocol !== '' ? { transportProtocol } : {}),
     applicationProtocols: r.strList('application_protocols'),
+    ...(directSourcePrefixRanges.length > 0 ? { directSourcePrefixRanges } : {}),
     sourceType: r.enum('source_type', ['ANY', 'SAME_IP_OR_LOOPBACK', 'EXTERNAL'], 'ANY'),
     sourcePrefixRanges: r.objects('source_prefix_ranges', 'CidrRange', decodeCidrRange),
     sourcePorts: r.uint32List('source_ports', { min: 1, max: 65535 }),
@@ -1854,13 +1996,14 @@ function matchKey(m: FilterChainMatchConfig): string {
     [...m.serverNames].sort(),
     m.transportProtocol ?? '',
     [...m.applicationProtocols].sort(),
+    cidrs(m.directSourcePrefixRanges ?? []),
     m.sourceType,
     cidrs(m.sourcePrefixRanges),
     [...m.sourcePorts].sort((a, b) => a - b),
   ]);
 }
 
-function decodeNetworkFilters(ctx: Ctx, r: Reader): NetworkFilterConfig | undefined {
+function decodeNetworkFilters(ctx: Ctx, r: Reader, pre: NetworkPreFilterConfig[] = []): NetworkFilterConfig | undefined {
   const diag = r.diag;
   const items = r.list('filters');
   if (items.length === 0) {
@@ -1888,6 +2031,20 @@ function decodeNetworkFilters(ctx: Ctx, r: Reader): NetworkFilterConfig | undefi
           : name === NAME.tcpProxy
             ? 'tcp'
             : undefined;
+    if (kind === undefined && (typeName === RBAC_NETWORK_TYPE || (typeName === undefined && name === RBAC_NETWORK_NAME))) {
+      // envoy.filters.network.rbac: a non-terminal filter before HCM / tcp_proxy
+      const rr = typed ? typed.reader.retype('NetworkRBAC') : new Reader(diag, f.at('typed_config'), {}, 'NetworkRBAC');
+      const cfg = decodeNetworkRbac(rr);
+      rr.done();
+      if (i === items.length - 1) diag.problem(path, `'${name}' is not a terminal filter: the last network filter must be ${NAME.hcm} or ${NAME.tcpProxy}`);
+      else if (cfg) pre.push({ name, typeName: RBAC_NETWORK_TYPE, config: cfg });
+      return;
+    }
+    if (kind === undefined && (SKIPPED_NETWORK_FILTERS.has(name) || (typeName !== undefined && SKIPPED_NETWORK_FILTERS.has(typeName)))) {
+      if (i === items.length - 1) diag.problem(path, `'${name}' is not a terminal filter: the last network filter must be ${NAME.hcm} or ${NAME.tcpProxy}`);
+      else diag.warn(path, `network filter '${name}' is accepted and skipped (telemetry/metadata exchange keel does not run as a network filter)`);
+      return;
+    }
     if (kind === undefined) {
       diag.problem(path, `unknown network filter '${name}' (@type ${typeName ?? 'none'})`);
       return;
@@ -1907,10 +2064,11 @@ function decodeFilterChain(ctx: Ctx, r: Reader): FilterChainConfig | undefined {
   const match = r.sub('filter_chain_match', 'FilterChainMatch', decodeFilterChainMatch) ?? DEFAULT_CHAIN_MATCH;
   const socket = r.sub('transport_socket', 'TransportSocket', (t) => decodeTransportSocket(t, 'downstream', (x) => decodeDownstreamTls(ctx, x)));
   r.unsupported('on_demand_configuration');
-  const filter = decodeNetworkFilters(ctx, r);
+  const networkFilters: NetworkPreFilterConfig[] = [];
+  const filter = decodeNetworkFilters(ctx, r, networkFilters);
   if (!filter || (r.has('transport_socket') && socket === undefined)) return undefined;
   const tls = socket?.tls;
-  return { name, match, ...(tls !== undefined ? { tls } : {}), filter };
+  return { name, match, ...(tls !== undefined ? { tls } : {}), filter, ...(networkFilters.length > 0 ? { networkFilters } : {}) };
 }
 
 function decodeListenerFilter(r: Reader): ListenerFilterConfig | undefined {
@@ -1933,16 +2091,27 @@ function decodeListener(ctx: Ctx, r: Reader, index: number): ListenerConfig | un
   r.unsupported('filter_chain_matcher', 'filter_chain_matcher (use filter_chain_match)');
 
   const seenMatches = new Map<string, string>();
+  const chainPaths = new Map<FilterChainConfig, string>();
+  const reported = new Set<FilterChainConfig>();
   const filterChains = r.objects('filter_chains', 'FilterChain', (fc) => {
     const chain = decodeFilterChain(ctx, fc);
     if (chain) {
+      chainPaths.set(chain, fc.path);
       const key = matchKey(chain.match);
       const prev = seenMatches.get(key);
-      if (prev !== undefined) fc.problem(`multiple filter chains with the same matching rules (also ${prev})`, 'filter_chain_match');
-      else seenMatches.set(key, fc.path);
+      if (prev !== undefined) {
+        fc.problem(`multiple filter chains with the same matching rules (also ${prev})`, 'filter_chain_match');
+        reported.add(chain);
+      } else seenMatches.set(key, fc.path);
     }
     return chain;
   });
+  // Overlapping lists (server_names, application_protocols, ranges, ports) can give two chains one
+  // same full combination: Envoy refuses that too.
+  for (const c of new FilterChainMatcher(filterChains.map((chain) => ({ match: chain.match, chain }))).conflicts) {
+    if (reported.has(c.chain)) continue;
+    r.diag.problem(`${chainPaths.get(c.chain)}.filter_chain_match`, `multiple filter chains with the same matching rules (overlaps ${chainPaths.get(c.with)})`);
+  }
   const defaultFilterChain = r.sub('default_filter_chain', 'FilterChain', (fc) => decodeFilterChain(ctx, fc));
   const rawChains = r.get('filter_chains');
   if ((!Array.isArray(rawChains) || rawChains.length === 0) && !r.has('default_filter_chain')) {
@@ -1951,6 +2120,7 @@ function decodeListener(ctx: Ctx, r: Reader, index: number): ListenerConfig | un
   const listenerFilters = r.objects('listener_filters', 'ListenerFilter', decodeListenerFilter);
   const listener: ListenerConfig = {
     name,
+    source: r.raw,
     address: address ?? { address: '', port: 0 },
     filterChains,
     ...(defaultFilterChain !== undefined ? { defaultFilterChain } : {}),
@@ -1958,6 +2128,7 @@ function decodeListener(ctx: Ctx, r: Reader, index: number): ListenerConfig | un
     listenerFiltersTimeoutMs: r.duration('listener_filters_timeout', 15_000),
     continueOnListenerFiltersTimeout: r.bool('continue_on_listener_filters_timeout', false),
     useOriginalDst: r.bool('use_original_dst', false),
+    ...(r.bool('transparent', false) ? { transparent: true } : {}),
     bindToPort: r.bool('bind_to_port', true),
     perConnectionBufferLimitBytes: r.uint32('per_connection_buffer_limit_bytes', MIB),
     trafficDirection: r.enum('traffic_direction', ['UNSPECIFIED', 'INBOUND', 'OUTBOUND'], 'UNSPECIFIED'),
@@ -2007,9 +2178,13 @@ function decodeEndpointAddress(r: Reader, mode: AddressMode): SocketAddress | un
   return decodeAddress(r, 'ip');
 }
 
-function decodeLoadAssignment(r: Reader, mode: AddressMode): LocalityEndpointsConfig[] {
+function decodeLoadAssignment(r: Reader, mode: AddressMode, policy?: { overprovisioningFactor?: number }): LocalityEndpointsConfig[] {
   r.requiredStr('cluster_name');
   r.unsupported('named_endpoints');
+  r.sub('policy', 'ClusterLoadAssignmentPolicy', (p) => {
+    const f = p.optUint32('overprovisioning_factor', { min: 1 });
+    if (f !== undefined && policy !== undefined) policy.overprovisioningFactor = f;
+  });
   return r.objects('endpoints', 'LocalityLbEndpoints', (le) => {
     const locality = le.sub('locality', 'Locality', (l) => ({ region: l.str('region'), zone: l.str('zone'), subZone: l.str('sub_zone') })) ?? {
       region: '',
@@ -2160,6 +2335,99 @@ function decodeHttpProtocolOptions(o: Reader, out: UpstreamProtocol, hasTls: boo
   o.unsupported('http_filters', 'upstream HTTP filters');
 }
 
+function decodeSlowStart(r: Reader): SlowStartConfig | undefined {
+  const windowMs = r.duration('slow_start_window', 0);
+  const aggression = r.sub('aggression', 'RuntimeDouble', (a) => {
+    a.str('runtime_key');
+    return a.num('default_value', 1, { min: 0 });
+  });
+  if (aggression !== undefined && aggression <= 0) r.problem('aggression must be greater than 0', 'aggression');
+  const minWeightPercent = r.sub('min_weight_percent', 'Percent', (p) => p.num('value', 10, { min: 0, max: 100 })) ?? 10;
+  return windowMs > 0 ? { windowMs, aggression: aggression ?? 1, minWeightPercent } : undefined;
+}
+
+/** [start, end) status ranges (Int64Range), each within 100..599. */
+function statusRanges(r: Reader, field: string): [number, number][] {
+  return r.objects(field, 'Int64Range', (g) => {
+    const start = g.int64('start', 0);
+    const end = g.int64('end', 0);
+    if (start < 100 || end > 600 || start >= end) {
+      g.problem(`status range [${start}, ${end}) must be within [100, 600) and not empty`);
+      return undefined;
+    }
+    return [start, end] as [number, number];
+  });
+}
+
+function decodeHealthCheck(r: Reader): HealthCheckConfig | undefined {
+  for (const f of ['timeout', 'interval', 'unhealthy_threshold', 'healthy_threshold']) if (!r.has(f)) r.problem(`${f} is required`, f);
+  const timeoutMs = r.duration('timeout', 1000, { positive: true });
+  const intervalMs = r.duration('interval', 10_000, { positive: true });
+  const kind = r.oneof(['http_health_check', 'tcp_health_check', 'grpc_health_check', 'custom_health_check'], true);
+  let http: HealthCheckConfig['http'];
+  let tcp = false;
+  if (kind === 'http_health_check') {
+    http = r.sub('http_health_check', 'HttpHealthCheck', (h) => {
+      const path = h.requiredStr('path');
+      if (path !== '' && !path.startsWith('/')) h.problem('path must start with /', 'path');
+      const host = h.str('host');
+      if (host !== '') checkHeaderValue(h, 'host', host);
+      h.unsupported('send', 'send (payload health checks)');
+      h.unsupported('receive', 'receive (payload health checks)');
+      h.unsupported('service_name_matcher');
+      const codec = h.enum('codec_client_type', ['HTTP1', 'HTTP2', 'HTTP3'], 'HTTP1');
+      if (codec !== 'HTTP1') h.problem(`codec_client_type ${codec} is not supported for health checks by keel (HTTP1 only)`, 'codec_client_type');
+      const method = h.enum('method', ['METHOD_UNSPECIFIED', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'], 'METHOD_UNSPECIFIED');
+      if (method === 'CONNECT') h.problem('CONNECT is not allowed for health checks', 'method');
+      const expected = statusRanges(h, 'expected_statuses');
+      return {
+        host,
+        path,
+        method: method === 'METHOD_UNSPECIFIED' ? 'GET' : method,
+        expectedStatuses: expected.length > 0 ? expected : [[200, 201] as const],
+        retriableStatuses: statusRanges(h, 'retriable_statuses'),
+        requestHeadersToAdd: h.objects('request_headers_to_add', 'HeaderValueOption', decodeHeaderValueOption),
+        requestHeadersToRemove: headersToRemove(h, 'request_headers_to_remove'),
+      };
+    });
+  } else if (kind === 'tcp_health_check') {
+    r.sub('tcp_health_check', 'TcpHealthCheck', (t) => {
+      t.unsupported('send', 'send (payload health checks)');
+      t.unsupported('receive', 'receive (payload health checks)');
+      t.unsupported('proxy_protocol_config');
+    });
+    tcp = true;
+  } else if (kind !== undefined) {
+    r.problem(`${kind} is not supported by keel (http_health_check and tcp_health_check are)`, kind);
+  }
+  const jitterPct = r.uint32('interval_jitter_percent', 0, { max: 100 });
+  const altPort = r.optUint32('alt_port', { min: 1, max: 65535 });
+  const out: HealthCheckConfig = {
+    timeoutMs,
+    intervalMs,
+    initialJitterMs: r.duration('initial_jitter', 0),
+    intervalJitterMs: r.duration('interval_jitter', 0),
+    intervalJitterPercent: jitterPct,
+    unhealthyThreshold: r.uint32('unhealthy_threshold', 1, { min: 1 }),
+    healthyThreshold: r.uint32('healthy_threshold', 1, { min: 1 }),
+    noTrafficIntervalMs: r.duration('no_traffic_interval', 60_000, { positive: true }),
+    ...optMs(r, 'no_traffic_healthy_interval', 'noTrafficHealthyIntervalMs'),
+    ...optMs(r, 'unhealthy_interval', 'unhealthyIntervalMs'),
+    ...optMs(r, 'unhealthy_edge_interval', 'unhealthyEdgeIntervalMs'),
+    ...optMs(r, 'healthy_edge_interval', 'healthyEdgeIntervalMs'),
+    ...(altPort !== undefined ? { altPort } : {}),
+    reuseConnection: r.bool('reuse_connection', true),
+    ...(http !== undefined ? { http } : {}),
+    ...(tcp ? { tcp: true as const } : {}),
+  };
+  return http !== undefined || tcp ? out : undefined;
+}
+
+function optMs<K extends string>(r: Reader, field: string, key: K): { [P in K]?: number } {
+  const v = r.optDuration(field, { positive: true });
+  return (v === undefined ? {} : { [key]: v }) as { [P in K]?: number };
+}
+
 function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
   const name = r.requiredStr('name');
   const typeKind = r.oneof(['type', 'cluster_type'], false);
@@ -2175,7 +2443,13 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
   r.unsupported('load_balancing_policy');
   r.unsupported('lb_subset_config');
   const lbOptions: { -readonly [K in keyof ClusterConfig['lbOptions']]: number } = {};
+  let slowStart: SlowStartConfig | undefined;
+  r.sub('round_robin_lb_config', 'RoundRobinLbConfig', (rr) => {
+    slowStart = rr.sub('slow_start_config', 'SlowStartConfig', decodeSlowStart);
+  });
   r.sub('least_request_lb_config', 'LeastRequestLbConfig', (l) => {
+    slowStart = l.sub('slow_start_config', 'SlowStartConfig', decodeSlowStart);
+    l.unsupported('selection_method');
     const choice = l.optUint32('choice_count', { min: 2 });
     if (choice !== undefined) lbOptions.choiceCount = choice;
     l.sub('active_request_bias', 'RuntimeDouble', (b) => {
@@ -2197,7 +2471,8 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
   });
 
   const mode: AddressMode = type === 'STRICT_DNS' || type === 'LOGICAL_DNS' ? 'host' : type === 'STATIC' ? 'static' : 'ip';
-  const endpoints = r.sub('load_assignment', 'ClusterLoadAssignment', (la) => decodeLoadAssignment(la, mode)) ?? [];
+  const laPolicy: { overprovisioningFactor?: number } = {};
+  const endpoints = r.sub('load_assignment', 'ClusterLoadAssignment', (la) => decodeLoadAssignment(la, mode, laPolicy)) ?? [];
   if (type === 'ORIGINAL_DST' && r.has('load_assignment')) r.problem('ORIGINAL_DST clusters must have no load assignment configured', 'load_assignment');
   if (type === 'LOGICAL_DNS') {
     const count = endpoints.reduce((n, l) => n + l.endpoints.length, 0);
@@ -2205,8 +2480,11 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
       r.problem('LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint', 'load_assignment');
     }
   }
+  let edsInitialFetchTimeoutMs: number | undefined;
   const eds = r.sub('eds_cluster_config', 'EdsClusterConfig', (e) => {
-    e.get('eds_config');
+    const src = e.sub('eds_config', 'ConfigSource', decodeConfigSource);
+    if (src?.kind === 'path') e.problem('endpoints from path_config_source are not supported by keel (use ads: {})', 'eds_config');
+    if (src) edsInitialFetchTimeoutMs = src.initialFetchTimeoutMs;
     return e.str('service_name');
   });
   if (type === 'EDS' && eds === undefined) r.problem('EDS clusters need eds_cluster_config', 'eds_cluster_config');
@@ -2226,8 +2504,14 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
   const legacyMaxRequests = r.optUint32('max_requests_per_connection');
   const circuitBreakers = decodeCircuitBreakers(r);
   const outlierDetection = r.sub('outlier_detection', 'OutlierDetection', decodeOutlierDetection);
+  let localityWeighted = false;
   const healthyPanicThreshold =
-    r.sub('common_lb_config', 'CommonLbConfig', (c) => c.sub('healthy_panic_threshold', 'Percent', (p) => p.num('value', 0, { min: 0, max: 100 }))) ?? 50;
+    r.sub('common_lb_config', 'CommonLbConfig', (c) => {
+      if (c.has('locality_weighted_lb_config')) localityWeighted = c.sub('locality_weighted_lb_config', 'LocalityWeightedLbConfig', () => true) ?? false;
+      return c.sub('healthy_panic_threshold', 'Percent', (p) => p.num('value', 0, { min: 0, max: 100 }));
+    }) ?? 50;
+  const healthChecks = r.objects('health_checks', 'HealthCheck', decodeHealthCheck);
+  if (healthChecks.length > 1) r.warn('only the first health check is run', 'health_checks');
   const dnsRefreshRateMs = r.duration('dns_refresh_rate', 5000);
   if (dnsRefreshRateMs <= 1) r.problem('must be greater than 1ms', 'dns_refresh_rate');
   const upstreamBindSource = r.sub('upstream_bind_config', 'BindConfig', (b) => {
@@ -2241,12 +2525,14 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
 
   const cluster: ClusterConfig = {
     name,
+    source: r.raw,
     type,
     connectTimeoutMs,
     lbPolicy: type === 'ORIGINAL_DST' ? 'CLUSTER_PROVIDED' : lbPolicy,
     lbOptions,
     endpoints,
     ...(type === 'EDS' ? { edsServiceName: eds || name } : {}),
+    ...(type === 'EDS' && edsInitialFetchTimeoutMs !== undefined ? { edsInitialFetchTimeoutMs } : {}),
     protocol: proto.protocol,
     http2: proto.http2,
     idleTimeoutMs: proto.common?.idleTimeoutMs ?? 3_600_000,
@@ -2262,6 +2548,10 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
     perConnectionBufferLimitBytes: r.uint32('per_connection_buffer_limit_bytes', MIB),
     ...(upstreamBindSource !== undefined ? { upstreamBindSource } : {}),
     metadata: decodeMetadata(r),
+    ...(healthChecks.length > 0 ? { healthChecks } : {}),
+    ...(slowStart !== undefined ? { slowStart } : {}),
+    ...(localityWeighted ? { localityWeighted } : {}),
+    ...(laPolicy.overprovisioningFactor !== undefined ? { overprovisioningFactor: laPolicy.overprovisioningFactor } : {}),
   };
   return name === '' ? undefined : cluster;
 }
@@ -2317,4 +2607,197 @@ export function decodeRouteConfiguration(raw: unknown): { routes: RouteTableConf
 export function parseRouteConfigurationText(text: string, sourceName: string, format?: 'json' | 'yaml'): { routes: RouteTableConfig; warnings: string[] } {
   const fmt = format ?? (/^\s*\{/.test(text) ? 'json' : 'yaml');
   return decodeRouteConfiguration(fmt === 'json' ? parseJson(text, sourceName) : parseYaml(text, sourceName));
+}
+
+// ---------------------------------------------------------------------------------------------
+// dynamic_resources and config sources (the xDS client in src/xds/ acts on them)
+
+const DEFAULT_INITIAL_FETCH_TIMEOUT_MS = 15_000;
+
+/** A ConfigSource for CDS/LDS: `ads: {}` or path_config_source (a file watched on disk). */
+function decodeConfigSource(r: Reader): ConfigSourceConfig | undefined {
+  const kind = r.oneof(['path', 'path_config_source', 'api_config_source', 'ads', 'self'], true);
+  r.enum('resource_api_version', ['AUTO', 'V2', 'V3'], 'AUTO', ['AUTO', 'V3']);
+  r.get('authorities');
+  const initialFetchTimeoutMs = r.duration('initial_fetch_timeout', DEFAULT_INITIAL_FETCH_TIMEOUT_MS);
+  if (kind === 'ads') {
+    r.sub('ads', 'AggregatedConfigSource', () => undefined);
+    return { kind: 'ads', initialFetchTimeoutMs };
+  }
+  if (kind === 'path_config_source' || kind === 'path') {
+    const path =
+      kind === 'path'
+        ? r.requiredStr('path')
+        : r.sub('path_config_source', 'PathConfigSource', (p) => {
+            p.get('watched_directory');
+            return p.requiredStr('path');
+          });
+    return path ? { kind: 'path', path, initialFetchTimeoutMs } : undefined;
+  }
+  if (kind !== undefined) r.problem(`${kind} is not supported by keel (use ads: {} with ads_config, or path_config_source)`, kind);
+  return undefined;
+}
+
+function decodeDynamicResources(r: Reader): DynamicResourcesConfig {
+  const ads = r.sub('ads_config', 'ApiConfigSource', (a) => {
+    const apiType = a.enum(
+      'api_type',
+      ['DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE', 'REST', 'GRPC', 'DELTA_GRPC', 'AGGREGATED_GRPC', 'AGGREGATED_DELTA_GRPC'],
+      'GRPC',
+      ['GRPC', 'DELTA_GRPC', 'AGGREGATED_GRPC', 'AGGREGATED_DELTA_GRPC'],
+    );
+    a.enum('transport_api_version', ['AUTO', 'V2', 'V3'], 'AUTO', ['AUTO', 'V3']);
+    a.unsupported('cluster_names', 'cluster_names (REST config sources)');
+    a.unsupported('config_validators');
+    a.get('refresh_delay');
+    a.get('request_timeout');
+    if (a.has('rate_limit_settings')) a.warn('ignored: xDS request rate limiting is not implemented', 'rate_limit_settings');
+    const setNodeOnFirstMessageOnly = a.bool('set_node_on_first_message_only', false);
+    const services = a.objects('grpc_services', 'GrpcService', (g) => {
+      const kind = g.oneof(['envoy_grpc', 'google_grpc'], true);
+      if (kind === 'google_grpc') g.problem('google_grpc is not supported by keel (use envoy_grpc with a static cluster)', 'google_grpc');
+      const clusterName = g.sub('envoy_grpc', 'EnvoyGrpc', (e) => {
+        e.get('authority');
+        e.get('retry_policy');
+        e.get('max_receive_message_length');
+        e.get('skip_envoy_headers');
+        return e.requiredStr('cluster_name');
+      });
+      g.get('timeout');
+      g.get('retry_policy');
+      const initialMetadata = g.objects('initial_metadata', 'HeaderValue', (h) => {
+        const key = h.requiredStr('key').toLowerCase();
+        const value = h.str('value');
+        h.get('raw_value');
+        return key === '' ? undefined : { key, value };
+      });
+      return clusterName ? { clusterName, initialMetadata } : undefined;
+    });
+    if (services.length !== 1) a.problem('ads_config needs exactly one grpc_services entry', 'grpc_services');
+    const first = services[0];
+    if (!first) return undefined;
+    return {
+      apiType: apiType === 'DELTA_GRPC' || apiType === 'AGGREGATED_DELTA_GRPC' ? ('DELTA_GRPC' as const) : ('GRPC' as const),
+      clusterName: first.clusterName,
+      initialMetadata: first.initialMetadata,
+      setNodeOnFirstMessageOnly,
+    };
+  });
+  const cds = r.sub('cds_config', 'ConfigSource', decodeConfigSource);
+  const lds = r.sub('lds_config', 'ConfigSource', decodeConfigSource);
+  r.unsupported('cds_resources_locator', 'cds_resources_locator (xdstp)');
+  r.unsupported('lds_resources_locator', 'lds_resources_locator (xdstp)');
+  if (r.has('default_config_source')) r.warn('ignored: default_config_source (xdstp) is not used', 'default_config_source');
+  r.get('xds_config_tracker_extension');
+  r.get('xds_delegate_extension');
+  if ((cds?.kind === 'ads' || lds?.kind === 'ads') && ads === undefined && !r.has('ads_config')) {
+    r.problem('cds_config/lds_config use ads but there is no ads_config');
+  }
+  return { ...(ads ? { ads } : {}), ...(cds ? { cds } : {}), ...(lds ? { lds } : {}) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single xDS resources (CDS, LDS, RDS, EDS): the same decoders the bootstrap uses, one resource at a
+// time, returning every problem instead of throwing (the xDS client NACKs with them).
+
+/** One decoded xDS resource: its value when it is valid, and every problem and warning found. */
+export interface ResourceDecodeResult<T> {
+  readonly value?: T;
+  readonly problems: readonly ConfigProblem[];
+  readonly warnings: readonly string[];
+}
+
+/** What a resource is checked against: known cluster names (inline routes with validate_clusters) and runtime. */
+export interface ResourceContext {
+  readonly clusterNames?: ReadonlySet<string>;
+  readonly runtime?: RuntimeValues;
+}
+
+function decodeOne<T>(raw: unknown, message: string, what: string, opts: ResourceContext, fn: (ctx: Ctx, r: Reader) => T | undefined): ResourceDecodeResult<T> {
+  const diag = new Diagnostics(IGNORED_FIELDS);
+  if (!isObject(raw)) {
+    diag.problem('', `the ${what} must be an object, got ${raw === null ? 'null' : Array.isArray(raw) ? 'a list' : typeof raw}`);
+    return { problems: diag.problems, warnings: diag.warnings };
+  }
+  const rest: Record<string, unknown> = {};
+  for (const k of Object.keys(raw)) if (k !== '@type') rest[k] = raw[k];
+  const r = new Reader(diag, '', rest, message);
+  const ctx: Ctx = { diag, runtime: opts.runtime ?? {}, secrets: new Map(), clusterNames: opts.clusterNames ?? new Set() };
+  const value = fn(ctx, r);
+  r.done();
+  if (diag.problems.length > 0 || value === undefined) {
+    if (diag.problems.length === 0) diag.problem('', `invalid ${what}`);
+    return { problems: diag.problems, warnings: diag.warnings };
+  }
+  return { value, problems: [], warnings: diag.warnings };
+}
+
+/** envoy.config.cluster.v3.Cluster (CDS). */
+export function decodeClusterResource(raw: unknown, opts: ResourceContext = {}): ResourceDecodeResult<ClusterConfig> {
+  return decodeOne(raw, 'Cluster', 'cluster', opts, (ctx, r) => {
+    if (!r.has('name')) r.problem('name is required', 'name');
+    return decodeCluster(ctx, r);
+  });
+}
+
+/** envoy.config.listener.v3.Listener (LDS). */
+export function decodeListenerResource(raw: unknown, opts: ResourceContext = {}): ResourceDecodeResult<ListenerConfig> {
+  return decodeOne(raw, 'Listener', 'listener', opts, (ctx, r) => {
+    if (!r.has('name')) r.problem('name is required', 'name');
+    return decodeListener(ctx, r, 0);
+  });
+}
+
+/** envoy.config.route.v3.RouteConfiguration (RDS): validate_clusters defaults to false, as for Envoy's RDS. */
+export function decodeRouteConfigurationResource(raw: unknown, opts: ResourceContext = {}): ResourceDecodeResult<RouteTableConfig> {
+  return decodeOne(raw, 'RouteConfiguration', 'route configuration', opts, (ctx, r) => decodeRouteTable(ctx, r, false));
+}
+
+/** A decoded envoy.config.endpoint.v3.ClusterLoadAssignment (EDS). */
+export interface ClusterLoadAssignmentConfig {
+  readonly clusterName: string;
+  readonly endpoints: readonly LocalityEndpointsConfig[];
+}
+
+/** envoy.config.endpoint.v3.ClusterLoadAssignment (EDS): endpoints must be IP addresses. */
+export function decodeClusterLoadAssignment(raw: unknown, opts: ResourceContext = {}): ResourceDecodeResult<ClusterLoadAssignmentConfig> {
+  return decodeOne(raw, 'ClusterLoadAssignment', 'cluster load assignment', opts, (_ctx, r) => {
+    const clusterName = typeof r.raw.cluster_name === 'string' ? r.raw.cluster_name : typeof r.raw.clusterName === 'string' ? r.raw.clusterName : '';
+    if (r.has('policy')) {
+      r.sub('policy', 'ClusterLoadAssignmentPolicy', (p) => {
+        p.get('overprovisioning_factor');
+        p.get('endpoint_stale_after');
+        p.get('weighted_priority_health');
+        p.unsupported('drop_overloads');
+      });
+    }
+    const endpoints = decodeLoadAssignment(r, 'ip');
+    return clusterName === '' ? undefined : { clusterName, endpoints };
+  });
+}
+
+/** A decoded envoy.extensions.transport_sockets.tls.v3.Secret (SDS): a certificate or trusted roots. */
+export interface SecretResourceConfig {
+  readonly name: string;
+  readonly certificate?: TlsCertificate;
+  readonly validation?: CertificateValidation;
+}
+
+/** envoy.extensions.transport_sockets.tls.v3.Secret (SDS over ADS): tls_certificate or validation_context. */
+export function decodeSecretResource(raw: unknown, opts: ResourceContext = {}): ResourceDecodeResult<SecretResourceConfig> {
+  return decodeOne(raw, 'Secret', 'secret', opts, (_ctx, s) => {
+    const name = s.requiredStr('name');
+    const kind = s.oneof(['tls_certificate', 'session_ticket_keys', 'validation_context', 'generic_secret'], true);
+    if (kind === 'tls_certificate') {
+      const certificate = s.sub('tls_certificate', 'TlsCertificate', decodeTlsCertificate);
+      return certificate && name ? { name, certificate } : undefined;
+    }
+    if (kind === 'validation_context') {
+      const validation = s.sub('validation_context', 'CertificateValidationContext', decodeValidationContext);
+      if (validation && validation.trustedCa === undefined) s.problem('an SDS validation_context needs trusted_ca', 'validation_context');
+      return validation && name ? { name, validation } : undefined;
+    }
+    if (kind !== undefined) s.problem(`${kind} secrets are not supported by keel`, kind);
+    return undefined;
+  });
 }

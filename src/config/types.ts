@@ -28,6 +28,33 @@ export interface Bootstrap {
   readonly listeners: readonly ListenerConfig[];
   readonly clusters: readonly ClusterConfig[];
   readonly runtime: RuntimeValues;
+  /** the bootstrap as written (Envoy JSON/YAML), for /config_dump */
+  readonly source?: Readonly<Record<string, unknown>>;
+  /** dynamic_resources: where CDS/LDS come from (ADS or a watched file); undefined for a static config. */
+  readonly dynamicResources?: DynamicResourcesConfig;
+}
+
+/** A ConfigSource as keel honours it: the ADS stream, or a file watched on disk (path_config_source). */
+export interface ConfigSourceConfig {
+  readonly kind: 'ads' | 'path';
+  /** path_config_source.path */
+  readonly path?: string;
+  /** initial_fetch_timeout: how long a resource waits for what it depends on (Envoy default 15 s; 0 = forever). */
+  readonly initialFetchTimeoutMs: number;
+}
+
+/** dynamic_resources (Envoy's DynamicResources). */
+export interface DynamicResourcesConfig {
+  readonly ads?: {
+    readonly apiType: 'GRPC' | 'DELTA_GRPC';
+    /** envoy_grpc.cluster_name: a static cluster that reaches the management server */
+    readonly clusterName: string;
+    /** initial_metadata: extra gRPC headers on the stream (authorization, ClusterID ...) */
+    readonly initialMetadata: readonly { readonly key: string; readonly value: string }[];
+    readonly setNodeOnFirstMessageOnly: boolean;
+  };
+  readonly cds?: ConfigSourceConfig;
+  readonly lds?: ConfigSourceConfig;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -81,6 +108,13 @@ export interface FractionalPercent {
   readonly numerator: number;
   /** 100, 10_000 or 1_000_000 */
   readonly denominator: number;
+}
+
+/** envoy.config.core.v3.RuntimeFractionalPercent: a default fraction a runtime key may override. */
+export interface RuntimeFractionConfig {
+  readonly defaultValue: FractionalPercent;
+  /** '' when none */
+  readonly runtimeKey: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -160,12 +194,35 @@ export interface RetryPolicyConfig {
   readonly retryHostPredicates: readonly string[];
   readonly retriableHeaders: readonly HeaderMatcherConfig[];
   readonly retriableRequestHeaders: readonly HeaderMatcherConfig[];
+  /** rate_limited_retry_back_off: back-off taken from a response header (Retry-After, X-RateLimit-Reset) */
+  readonly rateLimitedRetryBackOff?: {
+    readonly resetHeaders: readonly { readonly name: string; readonly format: 'SECONDS' | 'UNIX_TIMESTAMP' }[];
+    /** Envoy default 300 s */
+    readonly maxIntervalMs: number;
+  };
 }
 
 export interface HashPolicyConfig {
   readonly kind: 'header' | 'cookie' | 'source_ip' | 'query_parameter';
   readonly name: string;
   readonly terminal: boolean;
+  /** cookie: generate the cookie when the request has none (ms; 0 = session cookie) */
+  readonly cookieTtlMs?: number;
+  readonly cookiePath?: string;
+  /** cookie: extra attributes on the generated cookie, as `name=value` or bare `name` */
+  readonly cookieAttributes?: readonly string[];
+}
+
+/** RouteAction.RequestMirrorPolicy: a fire-and-forget copy of the request to another cluster. */
+export interface RequestMirrorPolicyConfig {
+  /** the shadow cluster; '' when clusterHeader names it */
+  readonly cluster: string;
+  /** request header holding the shadow cluster's name (lower-cased) */
+  readonly clusterHeader?: string;
+  /** absent: every request is mirrored */
+  readonly runtimeFraction?: RuntimeFractionConfig;
+  /** do not append -shadow to the shadow request's :authority */
+  readonly disableShadowHostSuffixAppend: boolean;
 }
 
 export interface ForwardAction {
@@ -184,11 +241,23 @@ export interface ForwardAction {
   /** Route timeout; Envoy's default is 15 s; 0 disables. */
   readonly timeoutMs: number;
   readonly idleTimeoutMs?: number;
+  /** route max_stream_duration.max_stream_duration (0 disables the connection manager's) */
   readonly maxStreamDurationMs?: number;
+  /** max_stream_duration.grpc_timeout_header_max: a grpc-timeout header sets the stream duration (0 = uncapped) */
+  readonly grpcTimeoutHeaderMaxMs?: number;
+  readonly grpcTimeoutHeaderOffsetMs?: number;
+  /** hedge_policy.hedge_on_per_try_timeout, when the route has a hedge_policy */
+  readonly hedgeOnPerTryTimeout?: boolean;
+  /** the route has a max_stream_duration message: Envoy's "new timeouts", the route `timeout` is not used */
+  readonly usesMaxStreamDuration?: boolean;
   readonly retryPolicy?: RetryPolicyConfig;
   readonly hashPolicy: readonly HashPolicyConfig[];
   readonly includeVhRateLimits: boolean;
   readonly upgradeConfigs: readonly { readonly upgradeType: string; readonly enabled: boolean }[];
+  /** request_mirror_policies (route level; when absent the virtual host's apply, see VirtualHostConfig) */
+  readonly requestMirrorPolicies?: readonly RequestMirrorPolicyConfig[];
+  /** the deprecated RouteAction.cors (also kept in the route's typedPerFilterConfig for the CORS filter) */
+  readonly cors?: import('./filters/cors').CorsPolicyConfig;
 }
 
 export interface RedirectAction {
@@ -217,6 +286,10 @@ export type RouteActionConfig = ForwardAction | RedirectAction | DirectResponseA
 
 export interface RouteConfigEntry extends HeaderMutations {
   readonly name: string;
+  /** decorator: the span's operation name, and whether x-envoy-decorator-operation goes upstream */
+  readonly decorator?: { readonly operation: string; readonly propagate: boolean };
+  /** route tracing: sampling percentages overriding the HCM's (0..100) */
+  readonly tracing?: { readonly clientSamplingPct?: number; readonly randomSamplingPct?: number; readonly overallSamplingPct?: number };
   readonly match: RouteMatchConfig;
   readonly action: RouteActionConfig;
   readonly metadata: Readonly<Record<string, unknown>>;
@@ -246,12 +319,21 @@ export interface VirtualHostConfig extends HeaderMutations {
   readonly virtualClusters: readonly VirtualClusterConfig[];
   readonly retryPolicy?: RetryPolicyConfig;
   readonly includeRequestAttemptCount: boolean;
+  /** hedge_policy.hedge_on_per_try_timeout (a route's hedge_policy overrides it) */
+  readonly hedgeOnPerTryTimeout?: boolean;
   readonly includeAttemptCountInResponse: boolean;
   readonly typedPerFilterConfig: Readonly<Record<string, PerFilterConfig>>;
+  /**
+   * request_mirror_policies for routes that set none (Envoy: the most specific non-empty list wins,
+   * lists are not merged); the route table's own list is folded in here when the host has none.
+   */
+  readonly requestMirrorPolicies?: readonly RequestMirrorPolicyConfig[];
 }
 
 export interface RouteTableConfig extends HeaderMutations {
   readonly name: string;
+  /** the resource as written (Envoy JSON/YAML, snake or camel case), for /config_dump */
+  readonly source?: Readonly<Record<string, unknown>>;
   readonly virtualHosts: readonly VirtualHostConfig[];
   readonly internalOnlyHeaders: readonly string[]; // lower-cased
   readonly mostSpecificHeaderMutationsWins: boolean;
@@ -281,10 +363,16 @@ export interface HttpConnectionManagerConfig {
   /** Inline route table; `rdsName` is set instead when routes come from RDS (xDS). */
   readonly routeConfig?: RouteTableConfig;
   readonly rdsName?: string;
+  /** rds.config_source.initial_fetch_timeout: how long the listener warms waiting for the routes (0 = forever). */
+  readonly rdsInitialFetchTimeoutMs?: number;
   readonly httpFilters: readonly HttpFilterConfig[];
   readonly useRemoteAddress: boolean;
   readonly xffNumTrustedHops: number;
   readonly skipXffAppend: boolean;
+  /** forward_client_cert_details: what happens to x-forwarded-client-cert (unset = Envoy's SANITIZE). */
+  readonly forwardClientCertDetails?: ForwardClientCertDetails;
+  /** set_current_client_cert_details: the parts of the peer certificate added, in Envoy's order. */
+  readonly setCurrentClientCertDetails?: readonly ClientCertDetail[];
   readonly via?: string;
   readonly generateRequestId: boolean;
   readonly preserveExternalRequestId: boolean;
@@ -318,6 +406,49 @@ export interface HttpConnectionManagerConfig {
   readonly http2: Http2Options;
   /** CIDRs counted as internal; empty = RFC 1918 + loopback (Envoy's default behaviour). */
   readonly internalAddressCidrs: readonly string[];
+  /** access_log: file / stdout / stderr loggers, in config order */
+  readonly accessLogs: readonly AccessLogConfig[];
+  /** tracing: set when the HCM traces (sampling and, optionally, a Zipkin provider) */
+  readonly tracing?: HcmTracingConfig;
+}
+
+/** An access log filter (envoy.config.accesslog.v3.AccessLogFilter), the forms keel evaluates. */
+export type AccessLogFilterConfig =
+  | { readonly kind: 'status_code' | 'duration'; readonly op: 'EQ' | 'GE' | 'LE'; readonly value: number }
+  | { readonly kind: 'not_health_check' | 'traceable' }
+  | { readonly kind: 'response_flag'; readonly flags: readonly string[] }
+  | { readonly kind: 'header'; readonly header: HeaderMatcherConfig }
+  | { readonly kind: 'runtime'; readonly percent: number }
+  | { readonly kind: 'grpc_status'; readonly statuses: readonly number[]; readonly exclude: boolean }
+  | { readonly kind: 'and' | 'or'; readonly filters: readonly AccessLogFilterConfig[] };
+
+/** One access logger: where lines go and how they look. */
+export interface AccessLogConfig {
+  readonly name: string;
+  /** a file path; '/dev/stdout' and '/dev/stderr' for the stdout/stderr loggers */
+  readonly path: string;
+  /** text_format (or Envoy's default format when neither is set) */
+  readonly textFormat?: string;
+  /** json_format: keys to format strings (nested objects allowed) */
+  readonly jsonFormat?: Readonly<Record<string, unknown>>;
+  readonly filter?: AccessLogFilterConfig;
+}
+
+/** HCM tracing, with the provider (Zipkin is the one keel exports to). Percentages 0..100. */
+export interface HcmTracingConfig {
+  readonly clientSamplingPct: number;
+  readonly randomSamplingPct: number;
+  readonly overallSamplingPct: number;
+  readonly spawnUpstreamSpan: boolean;
+  readonly provider?: ZipkinConfig;
+}
+
+export interface ZipkinConfig {
+  readonly collectorCluster: string;
+  readonly collectorEndpoint: string;
+  readonly collectorHostname?: string;
+  readonly traceId128bit: boolean;
+  readonly sharedSpanContext: boolean;
 }
 
 export interface Http2Options {
@@ -334,12 +465,18 @@ export interface TcpProxyConfig {
   readonly cluster?: string;
   readonly weightedClusters?: readonly { readonly name: string; readonly weight: number }[];
   readonly idleTimeoutMs: number;
+  /** max_connect_attempts: upstream connection attempts before giving up (Envoy default 1; unset = 1) */
+  readonly maxConnectAttempts?: number;
 }
 
 export type NetworkFilterConfig = HttpConnectionManagerConfig | TcpProxyConfig;
 
 // ---------------------------------------------------------------------------------------------
 // TLS
+
+export type ForwardClientCertDetails = 'SANITIZE' | 'FORWARD_ONLY' | 'APPEND_FORWARD' | 'SANITIZE_SET' | 'ALWAYS_FORWARD_ONLY';
+/** Envoy adds them in this order: Cert, Chain, Subject, URI, DNS. */
+export type ClientCertDetail = 'Cert' | 'Chain' | 'Subject' | 'URI' | 'DNS';
 
 export interface TlsCertificate {
   readonly certChain: string; // PEM
@@ -391,6 +528,8 @@ export interface FilterChainMatchConfig {
   readonly serverNames: readonly string[];
   readonly transportProtocol?: string;
   readonly applicationProtocols: readonly string[];
+  /** the directly connected peer's address ranges (keel has no PROXY protocol: the source's) */
+  readonly directSourcePrefixRanges?: readonly CidrRange[];
   readonly sourceType: 'ANY' | 'SAME_IP_OR_LOOPBACK' | 'EXTERNAL';
   readonly sourcePrefixRanges: readonly CidrRange[];
   readonly sourcePorts: readonly number[];
@@ -402,6 +541,15 @@ export interface FilterChainConfig {
   readonly tls?: DownstreamTlsConfig;
   /** The terminal network filter (a chain with any other network filter is rejected). */
   readonly filter: NetworkFilterConfig;
+  /** Non-terminal network filters keel implements, in order, before the terminal one (envoy.filters.network.rbac). */
+  readonly networkFilters?: readonly NetworkPreFilterConfig[];
+}
+
+/** A non-terminal network filter: its config type and decoded config (a domain type of config/filters/). */
+export interface NetworkPreFilterConfig {
+  readonly name: string;
+  readonly typeName: string;
+  readonly config: unknown;
 }
 
 export interface ListenerFilterConfig {
@@ -411,6 +559,8 @@ export interface ListenerFilterConfig {
 
 export interface ListenerConfig {
   readonly name: string;
+  /** the resource as written (Envoy JSON/YAML, snake or camel case), for /config_dump */
+  readonly source?: Readonly<Record<string, unknown>>;
   readonly address: SocketAddress;
   readonly filterChains: readonly FilterChainConfig[];
   readonly defaultFilterChain?: FilterChainConfig;
@@ -418,6 +568,8 @@ export interface ListenerConfig {
   readonly listenerFiltersTimeoutMs: number;
   readonly continueOnListenerFiltersTimeout: boolean;
   readonly useOriginalDst: boolean;
+  /** IP_TRANSPARENT on the listening socket (TPROXY interception; needs the addon and CAP_NET_ADMIN) */
+  readonly transparent?: boolean;
   readonly bindToPort: boolean;
   readonly perConnectionBufferLimitBytes: number;
   readonly trafficDirection: 'UNSPECIFIED' | 'INBOUND' | 'OUTBOUND';
@@ -481,6 +633,8 @@ export type LbPolicy = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM' | 'RING_HASH' 
 
 export interface ClusterConfig {
   readonly name: string;
+  /** the resource as written (Envoy JSON/YAML, snake or camel case), for /config_dump */
+  readonly source?: Readonly<Record<string, unknown>>;
   readonly type: 'STATIC' | 'STRICT_DNS' | 'LOGICAL_DNS' | 'EDS' | 'ORIGINAL_DST';
   readonly connectTimeoutMs: number; // Envoy default 5 s
   readonly lbPolicy: LbPolicy;
@@ -495,6 +649,8 @@ export interface ClusterConfig {
   readonly endpoints: readonly LocalityEndpointsConfig[];
   /** EDS service name when endpoints come from EDS. */
   readonly edsServiceName?: string;
+  /** eds_config.initial_fetch_timeout: how long the cluster warms waiting for its endpoints (0 = forever). */
+  readonly edsInitialFetchTimeoutMs?: number;
   readonly protocol: 'HTTP1' | 'HTTP2' | 'USE_DOWNSTREAM';
   readonly http2: Http2Options;
   /** Upstream idle timeout (common_http_protocol_options.idle_timeout), Envoy default 1 h. */
@@ -511,4 +667,52 @@ export interface ClusterConfig {
   readonly perConnectionBufferLimitBytes: number; // Envoy default 1 MiB
   readonly upstreamBindSource?: SocketAddress;
   readonly metadata: Readonly<Record<string, unknown>>;
+  /** active health checks (only the first is run) */
+  readonly healthChecks?: readonly HealthCheckConfig[];
+  /** round_robin_lb_config / least_request_lb_config slow_start_config */
+  readonly slowStart?: SlowStartConfig;
+  /** common_lb_config.locality_weighted_lb_config: pick a locality by weight first */
+  readonly localityWeighted?: boolean;
+  /** load_assignment.policy.overprovisioning_factor, percent (Envoy default 140) */
+  readonly overprovisioningFactor?: number;
+}
+
+/** Envoy's SlowStartConfig: a new host's weight ramps up over the window. */
+export interface SlowStartConfig {
+  readonly windowMs: number;
+  /** aggression (runtime default 1.0) */
+  readonly aggression: number;
+  /** min_weight_percent (default 10) */
+  readonly minWeightPercent: number;
+}
+
+/** An active HTTP or TCP health check of every host of a cluster (envoy.config.core.v3.HealthCheck). */
+export interface HealthCheckConfig {
+  readonly timeoutMs: number;
+  readonly intervalMs: number;
+  readonly initialJitterMs: number;
+  readonly intervalJitterMs: number;
+  readonly intervalJitterPercent: number;
+  readonly unhealthyThreshold: number;
+  readonly healthyThreshold: number;
+  /** Envoy default 60 s: the interval while the cluster has had no traffic */
+  readonly noTrafficIntervalMs: number;
+  readonly noTrafficHealthyIntervalMs?: number;
+  readonly unhealthyIntervalMs?: number;
+  readonly unhealthyEdgeIntervalMs?: number;
+  readonly healthyEdgeIntervalMs?: number;
+  readonly altPort?: number;
+  readonly reuseConnection: boolean;
+  readonly http?: {
+    readonly host: string;
+    readonly path: string;
+    readonly method: string;
+    /** [start, end) ranges; default [[200, 201)] */
+    readonly expectedStatuses: readonly (readonly [number, number])[];
+    readonly retriableStatuses: readonly (readonly [number, number])[];
+    readonly requestHeadersToAdd: readonly HeaderValueOption[];
+    readonly requestHeadersToRemove: readonly string[];
+  };
+  /** tcp_health_check: connect only (send/receive payloads are not supported) */
+  readonly tcp?: true;
 }

@@ -10,6 +10,7 @@ import { onSweep } from '../common/clock';
 import type { ActiveStream } from './stream';
 import type { ClusterManager } from '../upstream/cluster-manager';
 import type { HttpFilterFactory } from './filter';
+import type { HeaderMap } from './headers';
 
 /** Counters Envoy keeps per HCM stat prefix (http.<prefix>.*). */
 export interface HcmStats {
@@ -26,6 +27,12 @@ export interface HcmStats {
   noCluster: number;
   rqRedirect: number;
   rqDirectResponse: number;
+}
+
+/** Sees a stream's request headers once routed (before they go upstream) and its upstream response headers. */
+export interface StreamHeaderObserver {
+  onRequestHeaders(s: ActiveStream, headers: HeaderMap): void;
+  onResponseHeaders(s: ActiveStream, headers: HeaderMap): void;
 }
 
 /** Source of the route table in use; RDS swaps it without rebuilding the connection manager. */
@@ -64,6 +71,8 @@ export class ConnectionManager {
   private readonly active = new Set<ActiveStream>();
   /** Called with each stream when it is over (access logs, metrics), in order. */
   readonly completionHooks: Array<(s: ActiveStream) => void> = [];
+  /** Header-time observers (Istio metadata exchange, tracing), installed once per HCM; empty costs nothing. */
+  readonly headerObservers: StreamHeaderObserver[] = [];
 
   constructor(
     readonly config: HttpConnectionManagerConfig,

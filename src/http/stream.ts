@@ -11,15 +11,17 @@ import { coarseNow } from '../common/clock';
 import { requestHash } from '../router/hash-policy';
 import { finalizeRequestHeaders, finalizeResponseHeaders, routeReply, sslRedirectLocation, stripInternalOnlyHeaders } from '../router/apply';
 import type { FormatContext } from '../common/header-format';
-import type { ForwardAction } from '../config/types';
+import type { ForwardAction, RequestMirrorPolicyConfig } from '../config/types';
+import { ShadowRequest, startShadows } from '../router/mirror';
 import { ClusterPick, CompiledRoute, isGrpcContentType, RouteInput, stripHostPort } from '../router/route-table';
 import { compiledRetryPolicy, ResetKind, RetryState, RetryStatus } from '../router/retry';
 import type { AttemptOutcome, Cluster } from '../upstream/cluster';
 import type { Host } from '../upstream/host';
 import type { PoolCallbacks, UpstreamStream } from '../upstream/types';
 import { ConnectionManager, httpDate } from './conn-manager';
-import { FilterCallbacks, FilterHeadersStatus, StreamFilter } from './filter';
+import { FilterCallbacks, FilterHeadersStatus, ResponseDataInterceptor, StreamFilter } from './filter';
 import { HeaderMap } from './headers';
+import { applyXfcc } from '../security/xfcc';
 import type { RouteResult } from '../router/route-table';
 
 /** What a downstream codec offers a stream for writing its response. */
@@ -47,6 +49,15 @@ export interface ConnectionInfo {
   readonly localAddress: string;
   readonly localPort: number;
   readonly secure: boolean;
+  /** TLS: the SNI the client sent */
+  readonly sni?: string;
+  /** TLS: the negotiated ALPN protocol */
+  readonly alpn?: string;
+  /** the peer certificate's first URI SAN (spiffe://<td>/ns/<ns>/sa/<sa>) */
+  readonly peerPrincipal?: string;
+  readonly peerCertificate?: import('node:tls').PeerCertificate;
+  /** our own certificate's URI SAN */
+  readonly localPrincipal?: string;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -133,6 +144,12 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   upstreamPort?: number;
   upstreamMetadata?: Readonly<Record<string, unknown>>;
   responseHeaders?: HeaderMap;
+  /** upstream response trailers (grpc-status for metrics and logs) */
+  responseTrailers?: HeaderMap;
+  /** the peer's x-envoy-peer-metadata, taken off the request (inbound) or response (outbound) by the metadata exchange */
+  peerMetadata?: string;
+  /** the tracing span of this stream, when the HCM traces and the request is sampled */
+  span?: import('../observability/tracing').Span;
   readonly startTime = Date.now();
 
   headers!: HeaderMap;
@@ -162,6 +179,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   readonly connection: ConnectionInfo;
   /** the HTTP filters acting on this stream (those whose factory made one), in config order */
   private filters: StreamFilter[] | undefined;
+  /** a filter that takes the response body (fault response rate limit); undefined for nearly every stream */
+  private responseInterceptor: ResponseDataInterceptor | undefined;
+  /** request_mirror_policies shadows fed with the request body; undefined when the route mirrors nothing */
+  private shadows: ShadowRequest[] | undefined;
   /** index of the filter that stopped the request (StopIteration); -1 when none is stopped */
   private filterStoppedAt = -1;
   private routeResult: RouteResult | undefined;
@@ -179,6 +200,20 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   /** per_try_timeout / x-envoy-upstream-rq-per-try-timeout-ms; 0 = none */
   private perTryMs = 0;
   private perTryTimer: NodeJS.Timeout | undefined;
+  /** per_try_idle_timeout; 0 = none */
+  private perTryIdleMs = 0;
+  private perTryIdleTimer: NodeJS.Timeout | undefined;
+  /** the route's idle_timeout, which replaces stream_idle_timeout for this stream; -1: the HCM's applies */
+  private routeIdleMs = -1;
+  private routeIdleTimer: NodeJS.Timeout | undefined;
+  /** Set-Cookie for the cookie a hash policy generated (ttl set, no cookie in the request) */
+  hashSetCookie: string | undefined;
+  /** hedge_on_per_try_timeout applies to this request */
+  private hedging = false;
+  /** the pool callbacks of the current attempt: the stream itself, or a HedgeAttempt when hedging */
+  attemptCb: PoolCallbacks = this;
+  /** hedged attempts still in flight after their per-try timeout (hedging only) */
+  private parked: HedgeAttempt[] | undefined;
   /** upstream attempts made so far (x-envoy-attempt-count) */
   attemptCount = 0;
   /** URX or UO from the retry decision, appended to the final response flags */
@@ -220,9 +255,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
 
   /** stream_idle_timeout: nothing moved either way for the configured time. */
   onStreamIdle(): void {
-    if (this.done) return;
+    if (this.done || this.routeIdleMs >= 0) return;
     this.abandonUpstream();
-    if (!this.responseStarted) this.failWith('KEEL_STREAM_IDLE_TIMEOUT');
+    // Envoy: 504 once the whole request was received, 408 while it was still arriving
+    if (!this.responseStarted) this.sendLocalReply(this.requestComplete ? 504 : 408, 'stream timeout', 'stream_idle_timeout', 'SI');
     else {
       this.responseFlags = 'SI';
       this.resetDownstream();
@@ -243,7 +279,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     this.durationTimer = undefined;
     if (this.done) return;
     this.abandonUpstream();
-    if (!this.responseStarted) this.sendLocalReply(408, 'downstream duration timeout', 'duration_timeout', 'DT');
+    // Envoy: 504 once the whole request was received, 408 while it was still arriving
+    if (!this.responseStarted) this.sendLocalReply(this.requestComplete ? 504 : 408, 'downstream duration timeout', 'duration_timeout', 'DT');
     else {
       this.responseFlags = 'DT';
       this.resetDownstream();
@@ -292,6 +329,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     const result = table.route(this);
     this.routeResult = result;
     if (result.kind === 'route') this.route = result.route;
+    const observers = hcm.headerObservers;
+    for (let i = 0; i < observers.length; i++) observers[i].onRequestHeaders(this, headers);
     if (hcm.filters.length > 0) {
       this.createFilters();
       if (this.filters !== undefined && !this.runDecodeFilters(0)) return;
@@ -337,13 +376,55 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     return this.done;
   }
 
+  interceptResponseData(interceptor: ResponseDataInterceptor): void {
+    this.responseInterceptor = interceptor;
+  }
+
+  /** FilterCallbacks: response body an interceptor held goes downstream now. */
+  writeResponseData(chunk: Buffer, endStream: boolean): void {
+    if (this.done) return;
+    this.lastActivity = coarseNow();
+    if (endStream) this.responseComplete = true;
+    this.downstream.writeData(chunk, endStream);
+    if (endStream) this.onResponseEnd();
+  }
+
+  writeResponseTrailers(trailers: HeaderMap): void {
+    if (this.done) return;
+    this.responseComplete = true;
+    this.downstream.writeTrailers(trailers);
+    this.onResponseEnd();
+  }
+
+  pauseUpstreamResponse(): void {
+    this.upstream?.pauseResponse();
+  }
+
+  resumeUpstreamResponse(): void {
+    this.upstream?.resumeResponse();
+  }
+
+  /** The upstream response is all in (an interceptor still holds some of it): the route timeout no longer applies. */
+  private upstreamResponseIn(): void {
+    this.upstream = undefined;
+    this.clearTimer();
+  }
+
+  upstreamClusterName(): string | undefined {
+    return this.route?.pickCluster(this)?.name;
+  }
+
   perFilterConfig(filterName: string): unknown {
     return this.route?.perFilter?.get(filterName);
   }
 
   addResponseFlag(flag: string): void {
     this.responseFlags = this.responseFlags === '' ? flag : `${this.responseFlags},${flag}`;
+    this.filterFlags = this.filterFlags === '' ? flag : `${this.filterFlags},${flag}`;
   }
+
+  /** flags filters added (DI): kept in front of a local reply's own flag */
+  private filterFlags = '';
 
   /** The router filter: answer from the route (redirect, direct response) or forward upstream. */
   private routeRequest(result: RouteResult, headers: HeaderMap): void {
@@ -395,7 +476,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     }
     this.pick = pick;
     this.cluster = cluster;
-    if (action.hashPolicy.length > 0) this.hash = requestHash(action.hashPolicy, headers, this.path, this.remoteAddress);
+    if (action.hashPolicy.length > 0) this.hash = requestHash(action.hashPolicy, headers, this.path, this.remoteAddress, this);
+    if (action.idleTimeoutMs !== undefined || action.maxStreamDurationMs !== undefined || action.grpcTimeoutHeaderMaxMs !== undefined) {
+      this.applyRouteStreamTimeouts(action, headers);
+    }
     // ORIGINAL_DST: the host is where the connection was going (restored by the listener).
     const host = this.pickHost(cluster);
     if (host === undefined) {
@@ -427,8 +511,71 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
       } else this.dropRetry();
     }
     this.prepareUpstreamHeaders(headers, route, pick, host);
+    const mirrors = action.requestMirrorPolicies ?? route.virtualHost.config.requestMirrorPolicies;
+    if (mirrors !== undefined) this.startMirrors(mirrors);
     if (endStream) this.startTimer();
     this.startAttempt(host);
+  }
+
+  /** request_mirror_policies: shadow copies start with the main request (never for upgrades). */
+  private startMirrors(policies: readonly RequestMirrorPolicyConfig[]): void {
+    if (this.method === 'CONNECT' || this.headers.has('upgrade')) return;
+    const r = this.retry;
+    this.shadows = startShadows(policies, {
+      clusters: this.hcm.clusters,
+      runtime: this.runtime,
+      headers: this.headers,
+      body: r !== undefined ? r.body : this.buffered,
+      trailers: r !== undefined ? r.trailers : this.bufferedTrailers,
+      complete: this.requestComplete,
+      timeoutMs: this.routeTimeoutMs(),
+    });
+  }
+
+  /**
+   * The route's idle_timeout (replaces stream_idle_timeout; 0 disables it) and max_stream_duration
+   * (replaces the connection manager's, counted from the stream's start; with grpc_timeout_header_max
+   * a grpc-timeout request header sets it, capped at that maximum when it is not 0, less
+   * grpc_timeout_header_offset).
+   */
+  private applyRouteStreamTimeouts(action: ForwardAction, headers: HeaderMap): void {
+    const idle = action.idleTimeoutMs;
+    if (idle !== undefined) {
+      this.routeIdleMs = idle;
+      if (idle > 0) this.routeIdleTimer = setTimeout(onRouteIdle, idle, this);
+    }
+    let duration = action.maxStreamDurationMs;
+    const grpcMax = action.grpcTimeoutHeaderMaxMs;
+    if (grpcMax !== undefined) {
+      const g = parseGrpcTimeoutMs(headers.first('grpc-timeout'));
+      if (g !== undefined) {
+        // a grpc-timeout of 0 means no deadline: only the cap applies
+        let d = g === 0 ? grpcMax : grpcMax > 0 ? Math.min(g, grpcMax) : g;
+        const offset = action.grpcTimeoutHeaderOffsetMs ?? 0;
+        if (d > 0 && offset > 0) d = offset < d ? d - offset : 1;
+        duration = d;
+      }
+    }
+    if (duration === undefined) return;
+    if (this.durationTimer !== undefined) {
+      clearTimeout(this.durationTimer);
+      this.durationTimer = undefined;
+    }
+    if (duration > 0) this.durationTimer = setTimeout(onDurationTimeout, Math.max(1, duration - (Date.now() - this.startTime)), this);
+  }
+
+  /** The route idle timer fired: idle for the whole period, or re-armed for the rest of it. */
+  onRouteIdle(): void {
+    this.routeIdleTimer = undefined;
+    if (this.done) return;
+    const left = this.routeIdleMs - (Date.now() - this.lastActivity);
+    // lastActivity is coarse (~100 ms): within that, the stream counts as idle
+    if (left > COARSE_SLACK_MS) {
+      this.routeIdleTimer = setTimeout(onRouteIdle, left, this);
+      return;
+    }
+    this.routeIdleMs = -1;
+    this.onStreamIdle();
   }
 
   /** Merge the compiled policy with the request's headers: retry state and per-try timeout. */
@@ -444,9 +591,16 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     const global = this.routeTimeoutMs();
     if (global > 0 && perTry >= global) perTry = 0;
     this.perTryMs = perTry;
+    this.perTryIdleMs = policy.perTryIdleTimeoutMs;
     // Upgrades hand the connection over; they are not retried.
     if (headers.has('upgrade') || this.method === 'CONNECT') return;
     this.retry = RetryState.create(policy, headers);
+    if (this.retry !== undefined && perTry > 0) {
+      // x-envoy-hedge-on-per-try-timeout overrides the route's (else the virtual host's) hedge_policy
+      const hv = headers.first('x-envoy-hedge-on-per-try-timeout');
+      const route = this.route!;
+      this.hedging = hv !== undefined ? hv === 'true' : (route.forward?.hedgeOnPerTryTimeout ?? route.virtualHost.config.hedgeOnPerTryTimeout ?? false);
+    }
   }
 
   /** One upstream attempt on `host`: circuit-breaker and host counters, then the pool. */
@@ -468,12 +622,16 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     if (r !== undefined && r.policy.previousHosts) (r.previous ??= []).push(host);
     this.waitingForPool = true;
     this.upstreamStart = Date.now();
-    host.pool(cluster.http2).newStream(this);
+    host.pool(cluster.http2).newStream(this.hedging ? (this.attemptCb = new HedgeAttempt(this)) : this);
   }
 
   /** The current attempt is over (its outcome is known): undo its per-attempt counters and timer. */
   private endAttempt(): void {
     this.clearPerTryTimer();
+    if (this.perTryIdleTimer !== undefined) {
+      clearTimeout(this.perTryIdleTimer);
+      this.perTryIdleTimer = undefined;
+    }
     if (this.countedAttempt) {
       this.countedAttempt = false;
       this.host!.activeRequests--;
@@ -543,6 +701,33 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     }
   }
 
+  /**
+   * per_try_idle_timeout: nothing moved on this attempt for the period. Before the response: the
+   * attempt ends and may be retried (504 UT otherwise); after it started: the stream is reset.
+   */
+  onPerTryIdle(): void {
+    this.perTryIdleTimer = undefined;
+    if (this.done || this.upstream === undefined) return;
+    const left = this.perTryIdleMs - (Date.now() - this.lastActivity);
+    if (left > COARSE_SLACK_MS) {
+      this.perTryIdleTimer = setTimeout(onPerTryIdle, left, this);
+      return;
+    }
+    const cluster = this.cluster!;
+    cluster.stats.upstreamRqPerTryIdleTimeout++;
+    if (this.responseStarted) {
+      this.abandonUpstream();
+      this.responseFlags = 'UT';
+      this.resetDownstream();
+      return;
+    }
+    cluster.recordOutcome(this.host!, OUTCOME_TIMEOUT);
+    this.abandonUpstream();
+    this.endAttempt();
+    if (this.retryReset('timeout')) return;
+    this.sendLocalReply(504, 'upstream request timeout', 'upstream_per_try_idle_timeout', this.withRetryFlag('UT'));
+  }
+
   /** The per-try timeout fired before the response started: end this attempt, maybe retry. */
   onPerTryTimeout(): void {
     this.perTryTimer = undefined;
@@ -550,10 +735,116 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     const cluster = this.cluster!;
     cluster.stats.upstreamRqPerTryTimeout++;
     cluster.recordOutcome(this.host!, OUTCOME_TIMEOUT);
+    if (this.hedging && this.upstream !== undefined && this.retry !== undefined) {
+      this.hedgeOnPerTryTimeout();
+      return;
+    }
     this.abandonUpstream();
     this.endAttempt();
     if (this.retryReset('timeout')) return;
     this.sendLocalReply(504, 'upstream request timeout', 'upstream_per_try_timeout', this.withRetryFlag('UT'));
+  }
+
+  /**
+   * hedge_on_per_try_timeout: the timed-out attempt is not reset but parked, still able to answer;
+   * a retry (with its back-off) starts next to it. The first response that is not retried wins and
+   * every other attempt is reset. With no retry left, the attempt simply goes on.
+   */
+  private hedgeOnPerTryTimeout(): void {
+    const a = this.attemptCb as HedgeAttempt;
+    a.upstream = this.upstream;
+    a.host = this.host;
+    a.counted = this.countedAttempt;
+    a.start = this.upstreamStart;
+    this.upstream = undefined;
+    this.countedAttempt = false;
+    this.endAttempt();
+    if (this.retryAfter(this.retry!.wouldRetryReset('timeout', true))) {
+      (this.parked ??= []).push(a);
+      this.attemptCb = this;
+      return;
+    }
+    this.retryFlag = '';
+    this.resume(a);
+  }
+
+  /** Make a parked attempt the current one again. */
+  private resume(a: HedgeAttempt): void {
+    this.upstream = a.upstream;
+    this.host = a.host;
+    this.countedAttempt = a.counted;
+    this.upstreamStart = a.start;
+    a.upstream = undefined;
+    a.counted = false;
+    this.attemptCb = a;
+    const h = this.host!;
+    this.upstreamAddress = h.address;
+    this.upstreamPort = h.port;
+    this.upstreamMetadata = h.metadata;
+  }
+
+  /** A parked attempt's response head: dropped if it would be retried while others are out; else it wins. */
+  onParkedHeaders(a: HedgeAttempt, status: number, headers: HeaderMap, endStream: boolean, trailers: boolean): void {
+    if (this.done || a.upstream === undefined || this.parked === undefined) return;
+    const others = this.upstream !== undefined || this.waitingForPool || this.retryTimer !== undefined || this.parked.length > 1;
+    const r = this.retry;
+    if (others && r !== undefined && r.wouldRetryHeaders(status, headers)) {
+      countStatus(this.cluster!.stats, status);
+      this.cluster!.recordOutcome(a.host!, statusOutcome(status));
+      this.dropParked(a, !endStream || !this.requestComplete);
+      return;
+    }
+    this.abandonUpstream();
+    this.endAttempt();
+    if (this.retryTimer !== undefined) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    this.parked.splice(this.parked.indexOf(a), 1);
+    this.resetParked();
+    this.resume(a);
+    this.retryFlag = '';
+    this.onUpstreamHeaders(status, headers, endStream, trailers);
+  }
+
+  /** A parked attempt failed: it is dropped (the current attempt or a coming retry goes on). */
+  onParkedReset(a: HedgeAttempt, code: ErrorCode): void {
+    if (this.done || a.upstream === undefined) return;
+    a.upstream = undefined;
+    this.cluster!.recordOutcome(a.host!, code === 'KEEL_UPSTREAM_PROTOCOL_ERROR' ? OUTCOME_PROTOCOL_ERROR : OUTCOME_RESET);
+    this.dropParked(a, false);
+    const others = this.upstream !== undefined || this.waitingForPool || this.retryTimer !== undefined || (this.parked?.length ?? 0) > 0;
+    if (!others && !this.responseStarted) this.failWith(code);
+  }
+
+  private dropParked(a: HedgeAttempt, reset: boolean): void {
+    const list = this.parked;
+    if (list !== undefined) {
+      const i = list.indexOf(a);
+      if (i >= 0) list.splice(i, 1);
+    }
+    const up = a.upstream;
+    a.upstream = undefined;
+    if (reset && up !== undefined) up.reset();
+    if (a.counted) {
+      a.counted = false;
+      a.host!.activeRequests--;
+    }
+  }
+
+  private resetParked(): void {
+    const list = this.parked;
+    if (list === undefined) return;
+    this.parked = undefined;
+    for (const a of list) {
+      const up = a.upstream;
+      a.upstream = undefined;
+      up?.reset();
+      if (a.counted) {
+        a.counted = false;
+        a.host!.activeRequests--;
+      }
+    }
   }
 
   private withRetryFlag(flag: string): string {
@@ -605,6 +896,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     }
     const te = headers.first('te');
     if (te !== undefined && te.toLowerCase() !== 'trailers') headers.remove('te');
+    applyXfcc(headers, cfg.forwardClientCertDetails, cfg.setCurrentClientCertDetails, this.connection);
     if (cfg.generateRequestId) {
       const id = headers.first('x-request-id');
       if (id === undefined || id === '' || (!cfg.preserveExternalRequestId && !this.internal && useRemoteAddress)) headers.set('x-request-id', hcm.newRequestId());
@@ -626,13 +918,19 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     }
   }
 
-  /** The route timeout, overridden by x-envoy-upstream-rq-timeout-ms and bounded by grpc-timeout. */
+  /** The route timeout, overridden by x-envoy-upstream-rq-timeout-ms (grpc-timeout acts through max_stream_duration). */
   private routeTimeoutMs(): number {
-    let t = this.route?.forward?.timeoutMs ?? 0;
+    // computed once, before the header is removed from the upstream request
+    if (this.routeTimeoutCache >= 0) return this.routeTimeoutCache;
+    const fwd = this.route?.forward;
+    // a route with max_stream_duration uses it instead of `timeout` (Envoy's "new timeouts")
+    let t = fwd === undefined || fwd.usesMaxStreamDuration === true ? 0 : fwd.timeoutMs;
     const hdr = this.headers.first('x-envoy-upstream-rq-timeout-ms');
     if (hdr !== undefined && /^\d+$/.test(hdr)) t = Number(hdr);
+    if (fwd !== undefined) this.routeTimeoutCache = t;
     return t;
   }
+  private routeTimeoutCache = -1;
 
   private startTimer(): void {
     const t = this.routeTimeoutMs();
@@ -665,6 +963,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
       this.requestDone();
       if (this.route !== undefined && this.filterStoppedAt < 0) this.startTimer();
     }
+    const shadows = this.shadows;
+    if (shadows !== undefined) for (let i = 0; i < shadows.length; i++) shadows[i].data(chunk, endStream);
     if (this.filterStoppedAt >= 0) {
       // a filter holds the request (fault delay): keep the body for the router
       (this.buffered ??= []).push(ownChunk(chunk));
@@ -727,6 +1027,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     if (this.done) return;
     this.requestDone();
     this.requestComplete = true;
+    const shadows = this.shadows;
+    if (shadows !== undefined) for (let i = 0; i < shadows.length; i++) shadows[i].trailers(trailers);
     if (this.filterStoppedAt >= 0) {
       this.bufferedTrailers = trailers;
       return;
@@ -755,7 +1057,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   private abandonUpstream(): void {
     if (this.waitingForPool) {
       this.waitingForPool = false;
-      this.host?.pool(this.cluster!.http2).cancel(this);
+      this.host?.pool(this.cluster!.http2).cancel(this.attemptCb);
     }
     const up = this.upstream;
     if (up) {
@@ -776,6 +1078,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     this.upstream = up;
     this.requestSent = true;
     if (this.perTryMs > 0 && this.requestComplete) this.startPerTryTimer();
+    if (this.perTryIdleMs > 0) {
+      this.lastActivity = coarseNow();
+      this.perTryIdleTimer = setTimeout(onPerTryIdle, this.perTryIdleMs, this);
+    }
     const r = this.retry;
     if (r !== undefined) {
       // (Re-)send everything kept so far; the rest streams through decodeData.
@@ -822,6 +1128,12 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   /** The local reply Envoy sends for a request-path failure (errors.ts has the table). */
   private failWith(code: ErrorCode): void {
     if (this.done) return;
+    if (this.parked !== undefined && this.parked.length > 0 && !this.responseStarted && code !== 'KEEL_UPSTREAM_TIMEOUT') {
+      // hedging: an earlier attempt is still out; it may yet answer
+      this.retryFlag = '';
+      this.resume(this.parked.pop()!);
+      return;
+    }
     const r = LOCAL_REPLIES[code] ?? LOCAL_REPLIES.KEEL_UPSTREAM_CONNECT_FAILURE;
     const extra = code === 'KEEL_UPSTREAM_OVERFLOW' ? new HeaderMap(['x-envoy-overloaded', 'true']) : undefined;
     this.sendLocalReply(r.status, r.body, r.details, this.retryFlag === '' ? r.flag : this.withRetryFlag(r.flag), extra);
@@ -843,12 +1155,15 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     countStatus(cluster.stats, status);
     cluster.recordOutcome(this.host!, statusOutcome(status));
     if (this.retry !== undefined && this.retryHeaders(status, headers, endStream)) return;
+    if (this.parked !== undefined) this.resetParked();
     this.clearPerTryTimer();
     this.responseStarted = true;
     this.responseCode = status;
     this.responseCodeDetails = 'via_upstream';
     if (this.retryFlag !== '') this.responseFlags = this.retryFlag;
     this.responseHeaders = headers;
+    const observers = this.hcm.headerObservers;
+    for (let i = 0; i < observers.length; i++) observers[i].onResponseHeaders(this, headers);
     if (this.route!.virtualHost.config.includeAttemptCountInResponse) {
       headers.set('x-envoy-attempt-count', String(this.attemptCount));
     }
@@ -857,6 +1172,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     this.applyServerHeader(headers);
     const route = this.route!;
     finalizeResponseHeaders(route, this.pick, headers, this);
+    if (this.hashSetCookie !== undefined) headers.add('set-cookie', this.hashSetCookie);
     if (cfg.alwaysSetRequestIdInResponse) {
       const id = this.headers.first('x-request-id');
       if (id !== undefined) headers.set('x-request-id', id);
@@ -874,7 +1190,17 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
    */
   private retryHeaders(status: number, headers: HeaderMap, endStream: boolean): boolean {
     const would = this.retry!.wouldRetryHeaders(status, headers);
-    if (!this.retryAfter(would)) return false;
+    if (!this.retryAfter(would)) {
+      if (!would || this.parked === undefined || this.parked.length === 0) return false;
+      // hedging: no retry left, but an earlier attempt is still out; wait for it instead
+      const cur = this.upstream!;
+      this.upstream = undefined;
+      if (!endStream || !this.requestComplete) cur.reset();
+      this.endAttempt();
+      this.retryFlag = '';
+      this.resume(this.parked.pop()!);
+      return true;
+    }
     const up = this.upstream!;
     this.upstream = undefined;
     // A finished exchange leaves the connection reusable; otherwise drop the rest of it.
@@ -888,6 +1214,12 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     if (this.done || this.upstream === undefined) return;
     this.lastActivity = coarseNow();
     this.bytesSent += chunk.length;
+    const ri = this.responseInterceptor;
+    if (ri !== undefined) {
+      if (endStream) this.upstreamResponseIn();
+      ri.data(chunk, endStream);
+      return;
+    }
     if (endStream) this.responseComplete = true;
     const ok = this.downstream.writeData(chunk, endStream);
     if (endStream) this.onResponseEnd();
@@ -896,6 +1228,13 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
 
   onUpstreamTrailers(trailers: HeaderMap): void {
     if (this.done || this.upstream === undefined) return;
+    const ri = this.responseInterceptor;
+    if (ri !== undefined) {
+      this.upstreamResponseIn();
+      ri.trailers(trailers);
+      return;
+    }
+    this.responseTrailers = trailers;
     this.responseComplete = true;
     this.downstream.writeTrailers(trailers);
     this.onResponseEnd();
@@ -974,6 +1313,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   private finish(): void {
     if (this.done) return;
     this.done = true;
+    if (this.parked !== undefined) this.resetParked();
     this.hcm.untrack(this);
     this.requestDone();
     if (this.durationTimer !== undefined) {
@@ -982,11 +1322,24 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     }
     this.clearTimer();
     this.clearPerTryTimer();
+    if (this.perTryIdleTimer !== undefined) {
+      clearTimeout(this.perTryIdleTimer);
+      this.perTryIdleTimer = undefined;
+    }
+    if (this.routeIdleTimer !== undefined) {
+      clearTimeout(this.routeIdleTimer);
+      this.routeIdleTimer = undefined;
+    }
     if (this.retryTimer !== undefined) {
       clearTimeout(this.retryTimer);
       this.retryTimer = undefined;
     }
     this.dropRetry();
+    const shadows = this.shadows;
+    if (shadows !== undefined) {
+      this.shadows = undefined;
+      for (let i = 0; i < shadows.length; i++) shadows[i].mainDone();
+    }
     this.filterStoppedAt = -1;
     const filters = this.filters;
     if (filters !== undefined) for (let i = 0; i < filters.length; i++) filters[i].onDestroy?.();
@@ -1025,7 +1378,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
    * Envoy's local reply: text/plain body (or a gRPC trailers-only response for gRPC requests),
    * server and date headers. The request is over once it is sent.
    */
-  sendLocalReply(status: number, body: string, details: string, flag: string, extra?: HeaderMap, forceBodyType = false): void {
+  sendLocalReply(status: number, body: string, details: string, flag: string, extra?: HeaderMap, forceBodyType = false, grpcStatus?: number): void {
     if (this.done) return;
     if (this.responseStarted) {
       this.resetDownstream();
@@ -1035,12 +1388,15 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     this.responseStarted = true;
     this.responseCode = status;
     this.responseCodeDetails = details;
-    if (flag) this.responseFlags = flag;
+    if (flag) this.responseFlags = this.filterFlags === '' ? flag : mergeFlags(this.filterFlags, flag);
     const cfg = this.hcm.config;
     const headers = extra ?? new HeaderMap();
+    this.responseHeaders = headers;
+    const observers = this.hcm.headerObservers;
+    for (let i = 0; i < observers.length; i++) observers[i].onResponseHeaders(this, headers);
     if (this.grpc && status >= 200) {
       headers.set('content-type', 'application/grpc');
-      headers.set('grpc-status', String(grpcStatusForHttp(status)));
+      headers.set('grpc-status', String(grpcStatus ?? grpcStatusForHttp(status)));
       if (body) headers.set('grpc-message', encodeURIComponent(body));
       headers.set('server', cfg.serverName);
       headers.set('date', httpDate());
@@ -1075,6 +1431,18 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   }
 }
 
+/** Envoy's order of response flags in logs (ResponseFlagUtils), for merging a filter's DI with a reply's flag. */
+const FLAG_ORDER = ['LH', 'UH', 'UT', 'LR', 'UR', 'UF', 'UC', 'UO', 'NR', 'DI', 'FI', 'RL', 'UAEX', 'RLSE', 'DC', 'URX', 'SI', 'IH', 'DPE', 'UMSDR', 'RFCF', 'NFCF', 'DT', 'UPE', 'NC', 'OM', 'DF', 'DO', 'DR'];
+
+function mergeFlags(a: string, b: string): string {
+  const all = [...new Set([...a.split(','), ...b.split(',')])];
+  const rank = (f: string) => {
+    const i = FLAG_ORDER.indexOf(f);
+    return i < 0 ? FLAG_ORDER.length : i;
+  };
+  return all.sort((x, y) => rank(x) - rank(y)).join(',');
+}
+
 function onRequestTimeout(s: ActiveStream): void {
   s.onRequestTimeout();
 }
@@ -1089,6 +1457,86 @@ function onRouteTimeout(s: ActiveStream): void {
 
 function onPerTryTimeout(s: ActiveStream): void {
   s.onPerTryTimeout();
+}
+
+/**
+ * The pool callbacks of one attempt of a hedged request (made only when hedging applies): while it is
+ * the stream's current attempt everything passes through; once parked after its per-try timeout,
+ * only its response head (maybe the winner) and its reset matter.
+ */
+class HedgeAttempt implements PoolCallbacks {
+  upstream: UpstreamStream | undefined;
+  host: Host | undefined;
+  counted = false;
+  start = 0;
+  constructor(private readonly s: ActiveStream) {}
+  private get current(): boolean {
+    return this.s.attemptCb === this;
+  }
+  onPoolReady(up: UpstreamStream): void {
+    if (this.current) this.s.onPoolReady(up);
+    else up.reset();
+  }
+  onPoolFailure(code: ErrorCode, detail: string): void {
+    if (this.current) this.s.onPoolFailure(code, detail);
+  }
+  onUpstreamInterim(status: number, headers: HeaderMap): void {
+    if (this.current) this.s.onUpstreamInterim(status, headers);
+  }
+  onUpstreamHeaders(status: number, headers: HeaderMap, endStream: boolean, trailers: boolean): void {
+    if (this.current) this.s.onUpstreamHeaders(status, headers, endStream, trailers);
+    else this.s.onParkedHeaders(this, status, headers, endStream, trailers);
+  }
+  onUpstreamData(chunk: Buffer, endStream: boolean): void {
+    if (this.current) this.s.onUpstreamData(chunk, endStream);
+  }
+  onUpstreamTrailers(trailers: HeaderMap): void {
+    if (this.current) this.s.onUpstreamTrailers(trailers);
+  }
+  onUpstreamReset(code: ErrorCode, detail: string): void {
+    if (this.current) this.s.onUpstreamReset(code, detail);
+    else this.s.onParkedReset(this, code);
+  }
+  onUpstreamWritable(): void {
+    if (this.current) this.s.onUpstreamWritable();
+  }
+  onUpstreamUpgrade(status: number, headers: HeaderMap, socket: net.Socket, head: Buffer | undefined): void {
+    if (this.current) this.s.onUpstreamUpgrade(status, headers, socket, head);
+    else socket.destroy();
+  }
+}
+
+function onRouteIdle(s: ActiveStream): void {
+  s.onRouteIdle();
+}
+
+function onPerTryIdle(s: ActiveStream): void {
+  s.onPerTryIdle();
+}
+
+/** Timers that check the coarse lastActivity accept this much staleness. */
+const COARSE_SLACK_MS = 100;
+
+/** A grpc-timeout header value (1-8 digits and a unit H M S m u n) in ms, rounded up; undefined when absent or malformed. */
+export function parseGrpcTimeoutMs(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const m = /^(\d{1,8})([HMSmun])$/.exec(v.trim());
+  if (m === null) return undefined;
+  const n = Number(m[1]);
+  switch (m[2]) {
+    case 'H':
+      return n * 3_600_000;
+    case 'M':
+      return n * 60_000;
+    case 'S':
+      return n * 1000;
+    case 'm':
+      return n;
+    case 'u':
+      return Math.ceil(n / 1000);
+    default:
+      return Math.ceil(n / 1_000_000);
+  }
 }
 
 function onRetryTimer(s: ActiveStream): void {

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as net from 'node:net';
 import { parseBootstrapText } from '../../src/config/bootstrap';
-import { KeelServer } from '../../src/server/server';
+import { KeelServer, type ServerOptions } from '../../src/server/server';
 import { Logger } from '../../src/common/logger';
 
 export interface RunningKeel {
@@ -21,9 +21,9 @@ export interface RunningKeel {
 }
 
 /** `yaml` is a full bootstrap; listeners should use port_value 0. */
-export async function startKeel(yaml: string): Promise<RunningKeel> {
+export async function startKeel(yaml: string, opts: ServerOptions = {}): Promise<RunningKeel> {
   const { bootstrap } = parseBootstrapText(yaml, 'test');
-  const server = new KeelServer(bootstrap, { log: new Logger('error'), drainTimeMs: 1000 });
+  const server = new KeelServer(bootstrap, { log: new Logger('error'), drainTimeMs: 1000, ...opts });
   const ports = await server.start();
   const port = [...ports.values()][0];
   return { server, port, ports, url: `http://127.0.0.1:${port}`, stop: () => server.stop(200) };

@@ -576,13 +576,16 @@ t.test('a realistic bootstrap decodes with the expected values and defaults', as
     'admin.access_log_path: ignored',
     'stats_config: ignored',
     'static_resources.listeners[0].access_log: ignored',
-    'static_resources.listeners[0].filter_chains[0].filters[0].typed_config.forward_client_cert_details: ignored',
   ]) {
     t.ok(
       warnings.some((x) => x.startsWith(w)),
       `warning ${w}`,
     );
   }
+  t.notOk(
+    warnings.some((x) => x.includes('forward_client_cert_details')),
+    'forward_client_cert_details is implemented (x-forwarded-client-cert)',
+  );
   t.notOk(
     warnings.some((x) => x.startsWith('node.locality')),
     'silently ignored fields give no warning',
@@ -641,6 +644,7 @@ t.test('defaults of the HTTP connection manager, listener, route and cluster', a
     http1: { acceptHttp10: false },
     http2: { maxConcurrentStreams: 2147483647, initialStreamWindowSize: 268435456, initialConnectionWindowSize: 268435456, allowConnect: false },
     internalAddressCidrs: [],
+    accessLogs: [],
   });
   const rt = hcmOf(b).routeConfig!;
   t.same(
@@ -772,12 +776,12 @@ t.test('a bad bootstrap reports every problem with its exact path', async (t) =>
     `${VHB}.routes[2].direct_response.status: 700 is out of range (100..599)`,
     `${VHB}.routes[3].match: exactly one of prefix, path, safe_regex, path_separated_prefix, connect_matcher must be set`,
     `static_resources.listeners[1].name: duplicate listener name 'web' (also ${L0})`,
-    `static_resources.listeners[1].filter_chains[0].filters[0]: unknown network filter 'envoy.filters.network.rbac' (@type envoy.extensions.filters.network.rbac.v3.RBAC)`,
+    `static_resources.listeners[1].filter_chains[0].filters[0].typed_config.stat_prefix: stat_prefix is required`,
     `static_resources.clusters[0]: unknown field 'foo'`,
     `static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address: 'backend.local' is not an IP address (STATIC clusters need IP addresses; use STRICT_DNS or LOGICAL_DNS for hostnames)`,
     `static_resources.clusters[1].load_assignment: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint`,
     `static_resources.clusters[1].name: duplicate cluster name 'backend' (also static_resources.clusters[0])`,
-    `dynamic_resources: dynamic_resources is not supported yet (static_resources only)`,
+    `dynamic_resources.ads_config.grpc_services: ads_config needs exactly one grpc_services entry`,
   ].sort());
 
   const lines = err!.format().split('\n');
@@ -1339,7 +1343,7 @@ t.test('unknown filters, sockets and extensions are reported by name', async (t)
         { name: 'istio.metadata_exchange', typed_config: { '@type': 'type.googleapis.com/udpa.type.v1.TypedStruct', type_url: 'type.googleapis.com/io.istio.http.peer_metadata.Config', value: {} } },
         { name: 'envoy.filters.http.grpc_stats', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig', emit_filter_state: true } },
         { name: 'envoy.filters.http.lua', is_optional: true, typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua' } },
-        { name: 'envoy.filters.http.fault', disabled: true, typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' } },
+        { name: 'envoy.filters.http.buffer', disabled: true, typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer' } },
         ROUTER,
       ],
     }),
@@ -1349,7 +1353,7 @@ t.test('unknown filters, sockets and extensions are reported by name', async (t)
     `${H}.http_filters[0]: skipping HTTP filter 'istio.metadata_exchange' (@type io.istio.http.peer_metadata.Config): keel does not implement this telemetry filter yet`,
     `${H}.http_filters[1]: skipping HTTP filter 'envoy.filters.http.grpc_stats' (@type envoy.extensions.filters.http.grpc_stats.v3.FilterConfig): keel does not implement this telemetry filter yet`,
     `${H}.http_filters[2]: skipping optional HTTP filter 'envoy.filters.http.lua' (@type envoy.extensions.filters.http.lua.v3.Lua): not supported by keel`,
-    `${H}.http_filters[3]: skipping disabled HTTP filter 'envoy.filters.http.fault' (@type envoy.extensions.filters.http.fault.v3.HTTPFault): not supported by keel`,
+    `${H}.http_filters[3]: skipping disabled HTTP filter 'envoy.filters.http.buffer' (@type envoy.extensions.filters.http.buffer.v3.Buffer): not supported by keel`,
   ]);
   t.ok(SKIPPED_HTTP_FILTERS.has('istio.stats'));
 
@@ -1504,10 +1508,10 @@ t.test('ignored and unknown fields', async (t) => {
     `node: unknown field 'flavour'`,
     `static_resources.listeners[0].filter_chains[0].filters[0].typed_config: unknown field 'bogus_option'`,
   ]);
-  const ok = withHcm({ route_config: {}, tracing: {} });
+  const ok = withHcm({ route_config: {}, request_id_extension: {} });
   (ok as Record<string, unknown>).watchdog = {};
   t.same(decodeBootstrap(ok).warnings, [
-    `static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tracing: ignored: keel does not emit traces`,
+    `static_resources.listeners[0].filter_chains[0].filters[0].typed_config.request_id_extension: ignored: x-request-id is always a UUID4`,
     'watchdog: ignored: keel has no watchdog',
   ]);
   t.same(problems({ static_resources: { listeners: {} }, layered_runtime: { layers: [{ name: 'd', disk_layer: {} }] } }), [
