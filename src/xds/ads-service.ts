@@ -5,7 +5,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { protoIncludeDirs, type AnyMessage } from './proto';
+import { protoIncludeDirs } from './proto';
 
 export const TYPE = {
   cluster: 'type.googleapis.com/envoy.config.cluster.v3.Cluster',
@@ -15,53 +15,18 @@ export const TYPE = {
   secret: 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret',
 } as const;
 
-/** google.rpc.Status as it travels in error_detail. */
-export interface RpcStatus {
-  code?: number;
-  message?: string;
-}
-
-export interface DiscoveryRequest {
-  version_info?: string;
-  node?: Record<string, unknown>;
-  resource_names?: string[];
-  type_url?: string;
-  response_nonce?: string;
-  error_detail?: RpcStatus | null;
-}
-
-export interface DiscoveryResponse {
-  version_info?: string;
-  resources?: AnyMessage[];
-  type_url?: string;
-  nonce?: string;
-}
-
-export interface DeltaDiscoveryRequest {
-  node?: Record<string, unknown>;
-  type_url?: string;
-  resource_names_subscribe?: string[];
-  resource_names_unsubscribe?: string[];
-  initial_resource_versions?: Record<string, string>;
-  response_nonce?: string;
-  error_detail?: RpcStatus | null;
-}
-
-/** envoy.service.discovery.v3.Resource */
-export interface DeltaResource {
-  name?: string;
-  aliases?: string[];
-  version?: string;
-  resource?: AnyMessage | null;
-}
-
-export interface DeltaDiscoveryResponse {
-  system_version_info?: string;
-  resources?: DeltaResource[];
-  type_url?: string;
-  removed_resources?: string[];
-  nonce?: string;
-}
+// Message types generated at build time from the same protos (scripts/gen-xds-types.js); the
+// input forms, all fields optional, match how the service is loaded (defaults and oneofs off).
+export type { DiscoveryRequest } from './generated/envoy/service/discovery/v3/DiscoveryRequest';
+export type { DiscoveryResponse } from './generated/envoy/service/discovery/v3/DiscoveryResponse';
+export type { DeltaDiscoveryRequest } from './generated/envoy/service/discovery/v3/DeltaDiscoveryRequest';
+export type { DeltaDiscoveryResponse } from './generated/envoy/service/discovery/v3/DeltaDiscoveryResponse';
+export type { Resource as DeltaResource } from './generated/envoy/service/discovery/v3/Resource';
+export type { Status as RpcStatus } from './generated/google/rpc/Status';
+import type { DiscoveryRequest } from './generated/envoy/service/discovery/v3/DiscoveryRequest';
+import type { DiscoveryResponse } from './generated/envoy/service/discovery/v3/DiscoveryResponse';
+import type { DeltaDiscoveryRequest } from './generated/envoy/service/discovery/v3/DeltaDiscoveryRequest';
+import type { DeltaDiscoveryResponse } from './generated/envoy/service/discovery/v3/DeltaDiscoveryResponse';
 
 export type SotwStream = grpc.ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>;
 export type DeltaStream = grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;

@@ -6,6 +6,7 @@
 // its subscriptions (delta: with the versions it has). While disconnected nothing is changed: the
 // last good config keeps serving. It does not validate or apply config itself (see apply.ts).
 
+import type { Any } from './generated/google/protobuf/Any';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../common/logger';
 import { adsService, TYPE, type AdsClient, type DeltaDiscoveryResponse, type DeltaStream, type DiscoveryResponse, type SotwStream } from './ads-service';
@@ -258,8 +259,10 @@ export class AdsStreamClient {
     s.requested = true;
   }
 
-  private decode(typeUrl: string, any: AnyMessage | null | undefined, fallbackName: string): { name: string; json?: Record<string, unknown>; error?: string } {
-    if (!any) return { name: fallbackName, error: `resource '${fallbackName}' has no body` };
+  private decode(typeUrl: string, body: Any | null | undefined, fallbackName: string): { name: string; json?: Record<string, unknown>; error?: string } {
+    // the service is loaded without Any expansion: a body is always { type_url, value: Buffer }
+    const any = body as AnyMessage | null | undefined;
+    if (!any || !('value' in any) || typeof any.type_url !== 'string') return { name: fallbackName, error: `resource '${fallbackName}' has no body` };
     if (any.type_url !== typeUrl) return { name: fallbackName, error: `resource '${fallbackName}' has type ${any.type_url}, expected ${typeUrl}` };
     try {
       const json = anyToJson(any);
