@@ -1160,7 +1160,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     this.responseStarted = true;
     this.responseCode = status;
     this.responseCodeDetails = 'via_upstream';
-    if (this.retryFlag !== '') this.responseFlags = this.retryFlag;
+    // URX/UO from retries, kept beside the flags filters added (DI)
+    if (this.retryFlag !== '') this.responseFlags = this.filterFlags === '' ? this.retryFlag : mergeFlags(this.filterFlags, this.retryFlag);
     this.responseHeaders = headers;
     const observers = this.hcm.headerObservers;
     for (let i = 0; i < observers.length; i++) observers[i].onResponseHeaders(this, headers);

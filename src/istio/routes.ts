@@ -223,7 +223,7 @@ function translateCors(ctx: RouteContext, path: string, c: unknown): Obj | undef
       if (sm) origins.push(sm);
     });
   }
-  if (Array.isArray(c.allowOrigin)) for (const o of c.allowOrigin) origins.push(o === '*' ? { prefix: '' } : { exact: String(o) });
+  if (Array.isArray(c.allowOrigin)) for (const o of c.allowOrigin) origins.push({ exact: String(o) });
   if (origins.length > 0) out.allow_origin_string_match = origins;
   const methods = joinList(c.allowMethods);
   if (methods) out.allow_methods = methods;

@@ -236,10 +236,6 @@ export class Listener {
     return out;
   }
 
-  /**
-   * Counters of the listener filters and of the chains' network filters by Envoy name
-   * (tls_inspector.tls_found, tcp.rbac.denied, tcp.<prefix>.downstream_cx_total ...).
-   */
   /** Envoy's listener `ssl.*` counters, summed over the TLS filter chains (keys without the `ssl.` prefix). */
   sslStats(): Record<string, number> {
     const out: Record<string, number> = {};
@@ -249,6 +245,10 @@ export class Listener {
     return out;
   }
 
+  /**
+   * Counters of the listener filters and of the chains' network filters by Envoy name
+   * (tls_inspector.tls_found, tcp.rbac.denied, tcp.<prefix>.downstream_cx_total ...).
+   */
   networkFilterStats(): Record<string, number> {
     const out: Record<string, number> = Object.fromEntries(this.inspectorCounts);
     for (const c of [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])]) {

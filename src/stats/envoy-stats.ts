@@ -4,6 +4,7 @@
 // response_code_class). Reading is done only when an admin or Prometheus request asks; nothing here
 // runs on the request path.
 
+import { mirrorStatEntries } from '../router/mirror';
 import type { KeelServer } from '../server/server';
 
 export interface EnvoyStat {
@@ -124,6 +125,8 @@ export function collectEnvoyStats(keel: KeelServer): EnvoyStat[] {
     ['downstream_cx_total', 'counter'], ['no_route', 'counter'], ['no_cluster', 'counter'], ['rq_redirect', 'counter'], ['rq_direct_response', 'counter'],
   ];
   for (const [k, v] of filterStats) c.add('counter', '', '', '', k, v);
+  // request mirroring: shadow outcomes per mirror cluster (src/router/mirror.ts)
+  for (const [k, v] of Object.entries(mirrorStatEntries())) c.add('counter', '', '', '', k, v);
   for (const [prefix, vals] of seenPrefix) {
     for (let i = 0; i < names.length; i++) c.add(names[i][1], 'http', 'http_conn_manager_prefix', prefix, names[i][0], vals[i]);
   }

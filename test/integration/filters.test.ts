@@ -134,6 +134,27 @@ t.test('fault delay: held for at least the delay (body too), then forwarded; DI;
   t.same(flagsOf('/to-dead'), ['UF,DI'], 'keeps DI next to the failure flag, in Envoy order');
 });
 
+t.test('fault delay then exhausted retries: the response keeps DI beside URX', async (t) => {
+  const up = await startUpstream('u', (_req, res) => {
+    res.writeHead(503, { 'content-type': 'text/plain' });
+    res.end('busy');
+  });
+  const route = `              - match: { prefix: /retried }
+                route: { cluster: u, timeout: 30s, retry_policy: { retry_on: 5xx, num_retries: 1, retry_back_off: { base_interval: 0.001s } } }
+                typed_per_filter_config:
+                  envoy.filters.http.fault: { "@type": "${FAULT}", delay: { fixed_delay: 0.01s, percentage: ${MILLION(100)} } }`;
+  const keel = await startKeel(keelYaml(route, cluster('u', up.port)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const r = await request(`${keel.url}/retried`);
+  t.equal(r.statusCode, 503, "the last attempt's 503 is the answer");
+  await r.body.text();
+  t.equal(up.requests.length, 2, 'the first attempt and one retry reached the upstream');
+  t.same(flagsOf('/retried'), ['DI,URX'], 'DI from the fault filter survives the retry decision');
+});
+
 t.test('fault delay on HTTP/2: the body sent during the delay is forwarded whole', async (t) => {
   const up = await startUpstream('u');
   const keel = await startKeel(keelYaml(faultRoute('/', `{ delay: { fixed_delay: 0.2s, percentage: { numerator: 100 } } }`), cluster('u', up.port)));
