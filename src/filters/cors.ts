@@ -7,6 +7,7 @@
 // filter_enabled / shadow_enabled are runtime fractions. Origin matchers are compiled with the route
 // table; a stream without an Origin header or a CORS policy costs one lookup.
 
+import { random32 } from '../common/random';
 import { CORS_POLICY_TYPE, CORS_TYPE, LEGACY_CORS_KEY, type CorsPolicyConfig } from '../config/filters/cors';
 import type { HttpFilterConfig, RuntimeFractionConfig } from '../config/types';
 import { FilterCallbacks, FilterHeadersStatus, HttpFilterFactory, StreamFilter } from '../http/filter';
@@ -65,17 +66,6 @@ export class CompiledCors {
     for (let i = 0; i < list.length; i++) if (list[i]('*') || list[i](origin)) return true;
     return false;
   }
-}
-
-// uint32 xorshift for the runtime fractions.
-let seed = (Date.now() ^ 0x1b873593) >>> 0 || 1;
-function random32(): number {
-  seed ^= seed << 13;
-  seed >>>= 0;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  seed >>>= 0;
-  return seed;
 }
 
 export interface CorsStats {

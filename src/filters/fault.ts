@@ -10,6 +10,7 @@
 // stream's response interceptor; the stream ends when the last slice is written.
 // Not here: filter_metadata (no dynamic metadata is emitted; the decoder warns).
 
+import { random32 } from '../common/random';
 import { FAULT_TYPE, type FaultConfig } from '../config/filters/fault';
 import type { FractionalPercent, HttpFilterConfig } from '../config/types';
 import { ownChunk } from '../common/read-buffer';
@@ -53,17 +54,6 @@ export interface FaultStats {
   activeFaults: number;
   faultsOverflow: number;
   responseRlInjected: number;
-}
-
-// uint32 xorshift: fault percentages need speed, not secrecy.
-let seed = (Date.now() ^ 0x2545f491) >>> 0 || 1;
-function random32(): number {
-  seed ^= seed << 13;
-  seed >>>= 0;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  seed >>>= 0;
-  return seed;
 }
 
 function enabled(runtime: Runtime, key: string, p: FractionalPercent): boolean {

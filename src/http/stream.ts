@@ -4,6 +4,7 @@
 // through the UpstreamCallbacks. Local replies (404 NR, 503 UH/UF/UO, 504 UT, ...) are made here,
 // gRPC-aware. Per-request state only: everything compiled lives in ConnectionManager/RouteTable.
 
+import { random32 } from '../common/random';
 import type * as net from 'node:net';
 import { ErrorCode, grpcStatusForHttp, LOCAL_REPLIES } from '../common/errors';
 import { ownChunk } from '../common/read-buffer';
@@ -113,17 +114,6 @@ const EXTERNAL_STRIPPED = new Set([
   'x-envoy-upstream-rq-timeout-ms',
   'x-envoy-upstream-stream-duration-ms',
 ]);
-
-// uint32 xorshift: the route random value (weighted clusters, runtime fractions) needs speed, not secrecy.
-let seed = (Date.now() ^ (process.pid << 16)) >>> 0 || 1;
-function random32(): number {
-  seed ^= seed << 13;
-  seed >>>= 0;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  seed >>>= 0;
-  return seed;
-}
 
 export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, FilterCallbacks {
   // RouteInput

@@ -5,6 +5,7 @@
 // fail the main request: every shadow problem ends the shadow alone, counted in MIRROR_STATS and in
 // the shadow cluster's own upstream stats.
 
+import { random32 } from '../common/random';
 import type { ErrorCode } from '../common/errors';
 import { ownChunk } from '../common/read-buffer';
 import type { RequestMirrorPolicyConfig } from '../config/types';
@@ -65,17 +66,6 @@ export function shadowAuthority(authority: string): string {
   const colon = authority.lastIndexOf(':');
   const hasPort = colon > close && (close >= 0 || authority.indexOf(':') === colon);
   return hasPort ? `${authority.slice(0, colon)}-shadow${authority.slice(colon)}` : `${authority}-shadow`;
-}
-
-// uint32 xorshift for the runtime fraction; independent of the stream's routing random value.
-let seed = (Date.now() ^ 0x5bd1e995) >>> 0 || 1;
-function random32(): number {
-  seed ^= seed << 13;
-  seed >>>= 0;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  seed >>>= 0;
-  return seed;
 }
 
 /** What a shadow needs from the main stream when it starts. */
