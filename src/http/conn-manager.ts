@@ -40,10 +40,15 @@ export interface RouteTableProvider {
   current(): RouteTable | undefined;
 }
 
+/** An inline route_config's table; replaced whole when a listener update changes only its routes. */
 export class StaticRouteProvider implements RouteTableProvider {
-  constructor(private readonly table: RouteTable) {}
+  constructor(private table: RouteTable) {}
   current(): RouteTable {
     return this.table;
+  }
+  /** Later requests match `table`; requests in flight keep the route they matched. */
+  replace(table: RouteTable): void {
+    this.table = table;
   }
 }
 

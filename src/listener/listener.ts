@@ -68,7 +68,7 @@ class Chain {
   readonly tlsContext?: DownstreamTls;
   readonly tlsServer?: tls.Server;
 
-  constructor(readonly config: FilterChainConfig, deps: ListenerDeps) {
+  constructor(public config: FilterChainConfig, deps: ListenerDeps) {
     for (const nf of config.networkFilters ?? []) {
       if (nf.typeName !== RBAC_NETWORK_TYPE) continue;
       const c = nf.config as NetworkRbacConfig;
@@ -149,7 +149,7 @@ export class Listener {
     }
   };
 
-  constructor(readonly config: ListenerConfig, deps: ListenerDeps) {
+  constructor(public config: ListenerConfig, deps: ListenerDeps) {
     this.name = config.name;
     this.readsOriginalDst = readsOriginalDst(config);
     if (config.useOriginalDst) this.findListener = deps.findListener;
@@ -234,6 +234,23 @@ export class Listener {
       }
     }
     return out;
+  }
+
+  /**
+   * Take a config that differs from this one only in its HCMs' inline route tables (see
+   * sameButInlineRoutes): the tables are swapped in place, so sockets and connections stay and
+   * requests in flight keep the route they matched. Envoy would drain the listener; keel need not,
+   * because nothing else of the listener changed.
+   */
+  replaceInlineRoutes(config: ListenerConfig): void {
+    const next = [...config.filterChains, ...(config.defaultFilterChain ? [config.defaultFilterChain] : [])];
+    const chains = [...this.chains, ...(this.defaultChain ? [this.defaultChain] : [])];
+    chains.forEach((c, i) => {
+      const f = next[i].filter;
+      if (f.kind === 'http_connection_manager' && f.routeConfig && c.hcm?.routes instanceof StaticRouteProvider) c.hcm.routes.replace(new RouteTable(f.routeConfig));
+      c.config = next[i];
+    });
+    this.config = config;
   }
 
   /** Envoy's listener `ssl.*` counters, summed over the TLS filter chains (keys without the `ssl.` prefix). */
@@ -482,4 +499,10 @@ export class Listener {
       });
     }
   }
+}
+
+/** Whether two listener configs are the same but for their HCMs' inline route tables. */
+export function sameButInlineRoutes(a: ListenerConfig, b: ListenerConfig): boolean {
+  const strip = (k: string, v: unknown): unknown => (k === 'routeConfig' || k === 'source' ? undefined : v);
+  return JSON.stringify(a, strip) === JSON.stringify(b, strip);
 }

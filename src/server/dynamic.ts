@@ -13,7 +13,7 @@
 
 import type { ClusterConfig, ListenerConfig, LocalityEndpointsConfig, RouteTableConfig, RuntimeValues } from '../config/types';
 import type { RouteTableProvider } from '../http/conn-manager';
-import { Listener } from '../listener/listener';
+import { Listener, sameButInlineRoutes } from '../listener/listener';
 import { ListenerIndex } from '../listener/original-dst';
 import { RouteTable } from '../router/route-table';
 import { Cluster } from '../upstream/cluster';
@@ -141,6 +141,12 @@ export class DynamicConfig {
     this.touch('listener', config.name, version);
     if (warming && same(warming.listener)) return false;
     if (!warming && same(active)) return false;
+    if (!warming && active !== undefined && sameButInlineRoutes(active.config, config)) {
+      // only inline routes changed (Istio YAML edits, a file source): swap them, drain nothing
+      active.replaceInlineRoutes(config);
+      this.onChange();
+      return true;
+    }
     if (warming) this.cancelWarming(warming);
     const listener = this.build(config);
     const waiting = new Set(warm ? DynamicConfig.rdsNames(config).filter((n) => this.routeProvider(n).config === undefined) : []);

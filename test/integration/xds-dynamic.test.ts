@@ -197,6 +197,46 @@ static_resources:
   t.equal(keel.listeners[0].port, port, 'the unchanged listener kept serving');
 });
 
+t.test('a listener whose only change is its inline routes keeps its connections; the routes swap in place', async (t) => {
+  const yaml = (body: string): string => `
+static_resources:
+  listeners:
+  - name: main
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          route_config: { virtual_hosts: [{ name: a, domains: ["*"], routes: [{ match: { prefix: / }, direct_response: { status: 200, body: { inline_string: ${body} } } }] }] }
+          http_filters: [{ name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }]
+`;
+  const keel = new KeelServer(parseBootstrapText(yaml('one'), 't').bootstrap, { log: log() });
+  t.teardown(() => keel.stop(50));
+  const port = (await keel.start()).get('main')!;
+  const listener = keel.listeners[0];
+  // one keep-alive connection, reused for every request
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const sockets = new Set<unknown>();
+  const get = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+        sockets.add(res.socket);
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c));
+        res.on('end', () => resolve(body));
+      });
+      req.on('error', reject);
+    });
+  t.equal(await get(), 'one');
+  keel.applyBootstrap(parseBootstrapText(yaml('two'), 't').bootstrap);
+  t.equal(keel.listeners[0], listener, 'the listener was kept, not replaced');
+  t.equal(await get(), 'two', 'the next request on the same connection sees the new routes');
+  t.equal(sockets.size, 1, 'both requests used one connection: nothing was drained');
+});
+
 t.test('path_config_source: CDS and LDS from files, watched; a bad file changes nothing', async (t) => {
   const a = await startUpstream('a');
   const b = await startUpstream('b');
