@@ -1526,7 +1526,7 @@ function decodeHttp2Options(r: Reader): Http2Options {
   };
 }
 
-function decodeCidrRange(r: Reader): CidrRange | undefined {
+export function decodeCidrRange(r: Reader): CidrRange | undefined {
   const addressPrefix = r.requiredStr('address_prefix');
   const family = isIP(addressPrefix);
   const prefixLen = r.uint32('prefix_len', 0, { max: family === 4 ? 32 : 128 });

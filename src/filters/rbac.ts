@@ -8,6 +8,7 @@
 // Must not: compile matchers per request, or allocate anything for a stream whose route disables
 // the filter.
 
+import { peerSans } from '../security/tls-context';
 import type { HttpFilterConfig } from '../config/types';
 import type { FilterCallbacks, HttpFilterFactory, StreamFilter } from '../http/filter';
 import { FilterHeadersStatus } from '../http/filter';
@@ -48,20 +49,15 @@ function pathOf(s: RbacSubject): string | undefined {
   return s.path;
 }
 
-/** URI SANs, then DNS SANs, from a peer certificate's subjectaltname ("URI:a, DNS:b"). */
+/** URI SANs, then DNS SANs, of the peer certificate: worked out once per connection, not per request. */
+const PEER_NAMES = new WeakMap<ConnectionInfo, readonly string[]>();
 function peerNames(c: ConnectionInfo): readonly string[] {
-  const cert = c.peerCertificate;
-  const out: string[] = [];
-  const san = cert?.subjectaltname;
-  if (san) {
-    const dns: string[] = [];
-    for (const part of san.split(/,\s*/)) {
-      if (part.startsWith('URI:')) out.push(part.slice(4));
-      else if (part.startsWith('DNS:')) dns.push(part.slice(4));
-    }
-    out.push(...dns);
-  }
-  if (out.length === 0 && c.peerPrincipal !== undefined) out.push(c.peerPrincipal);
+  let out = PEER_NAMES.get(c);
+  if (out !== undefined) return out;
+  const sans = peerSans(c.peerCertificate?.subjectaltname);
+  out = [...sans.uri, ...sans.dns];
+  if (out.length === 0 && c.peerPrincipal !== undefined) out = [c.peerPrincipal];
+  PEER_NAMES.set(c, out);
   return out;
 }
 

@@ -3,6 +3,7 @@
 // from the HCM's own config, and istio_tcp_* counting on TCP proxies. Everything is decided here,
 // once per connection manager; a stream only runs the hooks its HCM got.
 
+import { peerSans } from '../security/tls-context';
 import * as tls from 'node:tls';
 import type { Registry } from 'prom-client';
 import type { ListenerConfig, NodeInfo } from '../config/types';
@@ -64,9 +65,7 @@ interface OpenTcp {
 
 /** The peer certificate's first URI SAN (its SPIFFE id). */
 function uriSan(t: tls.TLSSocket): string | undefined {
-  const san = t.getPeerCertificate()?.subjectaltname;
-  const m = san ? /URI:([^,\s]+)/.exec(san) : null;
-  return m ? m[1] : undefined;
+  return peerSans(t.getPeerCertificate()?.subjectaltname).uri[0];
 }
 
 export class Telemetry implements ListenerObserver {

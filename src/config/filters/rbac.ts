@@ -8,10 +8,9 @@
 // not_rule / not_id). CEL conditions and the unified matcher API are refused.
 
 import { Reader } from '../decode';
-import { isIP } from 'node:net';
 import type { CidrRange, HeaderMatcherConfig, StringMatcherConfig } from '../types';
 import type { HttpFilterDecoder } from '../http-filters';
-import { decodeHeaderMatcher, decodeStringMatcher } from '../bootstrap';
+import { decodeCidrRange, decodeHeaderMatcher, decodeStringMatcher } from '../bootstrap';
 
 export const RBAC_HTTP_TYPE = 'envoy.extensions.filters.http.rbac.v3.RBAC';
 export const RBAC_PER_ROUTE_TYPE = 'envoy.extensions.filters.http.rbac.v3.RBACPerRoute';
@@ -80,17 +79,6 @@ export interface RbacPerRouteConfig {
   readonly rbac?: RbacConfig;
 }
 
-function decodeCidr(r: Reader): CidrRange | undefined {
-  const addressPrefix = r.requiredStr('address_prefix');
-  const family = isIP(addressPrefix);
-  const prefixLen = r.num('prefix_len', 0, { min: 0, max: family === 6 ? 128 : 32 });
-  if (addressPrefix !== '' && family === 0) {
-    r.problem(`'${addressPrefix}' is not an IP address`, 'address_prefix');
-    return undefined;
-  }
-  return addressPrefix === '' ? undefined : { addressPrefix, prefixLen };
-}
-
 function pathMatcher(r: Reader): StringMatcherConfig | undefined {
   if (!r.has('path')) {
     r.problem('path is required', 'path');
@@ -136,7 +124,7 @@ function decodePermission(r: Reader): RbacPermission | undefined {
       return path ? { kind: 'url_path', path } : undefined;
     }
     case 'destination_ip': {
-      const cidr = r.sub('destination_ip', 'CidrRange', decodeCidr);
+      const cidr = r.sub('destination_ip', 'CidrRange', decodeCidrRange);
       return cidr ? { kind: 'destination_ip', cidr } : undefined;
     }
     case 'destination_port':
@@ -203,7 +191,7 @@ function decodePrincipal(r: Reader): RbacPrincipal | undefined {
     case 'source_ip':
     case 'direct_remote_ip':
     case 'remote_ip': {
-      const cidr = r.sub(kind, 'CidrRange', decodeCidr);
+      const cidr = r.sub(kind, 'CidrRange', decodeCidrRange);
       return cidr ? { kind: kind === 'remote_ip' ? 'remote_ip' : 'direct_remote_ip', cidr } : undefined;
     }
     case 'header': {
