@@ -7,6 +7,7 @@
 // on the host (ENVOY_USER's uid, whether the pod is IPv6, /etc/resolv.conf's name servers) from a
 // HostInfo the caller supplies.
 
+import { parseGoDuration } from '../common/go-duration';
 import { UsageError } from '../cli/args';
 import { defaultConfig, type IptablesConfig } from './config';
 
@@ -34,24 +35,6 @@ export function parseGoBool(v: string): boolean | undefined {
   if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(v)) return true;
   if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(v)) return false;
   return undefined;
-}
-
-/** Go's time.ParseDuration (the units istio-iptables users write), in ms. */
-export function parseGoDuration(v: string): number | undefined {
-  if (v === '0') return 0;
-  const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/y;
-  const unit: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  let total = 0;
-  let i = 0;
-  if (v === '') return undefined;
-  while (i < v.length) {
-    re.lastIndex = i;
-    const m = re.exec(v);
-    if (!m) return undefined;
-    total += Number(m[1]) * unit[m[2]];
-    i = re.lastIndex;
-  }
-  return total;
 }
 
 function port(name: string, v: string, source: string): string {

@@ -7,6 +7,7 @@
 // lifetime (with jitter), retries the CA with exponential back-off, reloads watched files, and
 // tells subscribers. It must never log key material, certificates' bodies or tokens.
 
+import { parseGoDurationOrSeconds } from '../common/go-duration';
 import * as fs from 'node:fs';
 import type { Logger } from '../common/logger';
 import type { CertificateSigner } from './ca-client';
@@ -100,21 +101,6 @@ export function rotationDelayMs(notBefore: number, notAfter: number, now: number
   const r = Math.min(1, Math.max(0, ratio + jitter * (2 * random() - 1)));
   const at = notAfter - lifetime * r;
   return Math.max(0, Math.round(at - now));
-}
-
-/** Go-style durations as Istio's env vars use them ("24h", "1h30m", "90s", "500ms"); plain numbers are seconds. */
-export function parseGoDuration(s: string): number | undefined {
-  const t = s.trim();
-  if (/^\d+(\.\d+)?$/.test(t)) return Number(t) * 1000;
-  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/gy;
-  let total = 0;
-  let pos = 0;
-  for (let m = re.exec(t); m; m = re.exec(t)) {
-    const n = Number(m[1]);
-    total += m[2] === 'h' ? n * 3_600_000 : m[2] === 'm' ? n * 60_000 : m[2] === 's' ? n * 1000 : n;
-    pos = re.lastIndex;
-  }
-  return pos === t.length && t.length > 0 ? total : undefined;
 }
 
 interface FileWatch {
@@ -404,7 +390,7 @@ export interface WorkloadSecretEnv {
 
 /** TRUST_DOMAIN, POD_NAMESPACE, SERVICE_ACCOUNT, ECC_SIGNATURE_ALGORITHM, SECRET_TTL, SECRET_GRACE_PERIOD_RATIO. */
 export function workloadSecretEnv(env: NodeJS.ProcessEnv = process.env): WorkloadSecretEnv {
-  const ttl = env.SECRET_TTL ? parseGoDuration(env.SECRET_TTL) : undefined;
+  const ttl = env.SECRET_TTL ? parseGoDurationOrSeconds(env.SECRET_TTL) : undefined;
   const ratio = env.SECRET_GRACE_PERIOD_RATIO !== undefined ? Number(env.SECRET_GRACE_PERIOD_RATIO) : NaN;
   return {
     identity: { trustDomain: env.TRUST_DOMAIN || 'cluster.local', namespace: env.POD_NAMESPACE || 'default', serviceAccount: env.SERVICE_ACCOUNT || 'default' },

@@ -4,6 +4,7 @@
 // connection is left (after MINIMUM_DRAIN_DURATION), then stop. Wiring only; the drain itself is
 // KeelServer.terminate().
 
+import { parseGoDurationOrSeconds } from '../common/go-duration';
 import type { KeelServer } from './server';
 import { StatusServers, statusOptionsFromEnv, type StatusOptions } from '../admin/status';
 
@@ -14,20 +15,7 @@ export interface LifecycleOptions {
 }
 
 /** Istio duration strings ("5s", "1m30s", "250ms") or plain seconds. */
-export function parseDurationMs(v: string): number | undefined {
-  if (/^\d+(\.\d+)?$/.test(v)) return Number(v) * 1000;
-  let total = 0;
-  let rest = v.trim();
-  if (rest === '') return undefined;
-  const unit: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1, us: 0.001, µs: 0.001, ns: 0.000001 };
-  while (rest !== '') {
-    const m = /^(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)/.exec(rest);
-    if (!m) return undefined;
-    total += Number(m[1]) * unit[m[2]];
-    rest = rest.slice(m[0].length);
-  }
-  return total;
-}
+export const parseDurationMs = parseGoDurationOrSeconds;
 
 /** EXIT_ON_ZERO_ACTIVE_CONNECTIONS, MINIMUM_DRAIN_DURATION (default 5s), TERMINATION_DRAIN_DURATION_SECONDS. */
 export function lifecycleFromEnv(env: NodeJS.ProcessEnv, drainMsFlag: number | undefined): LifecycleOptions {

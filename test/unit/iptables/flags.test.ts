@@ -2,7 +2,8 @@
 // command's dry run and failure paths with a fake host and a fake command runner.
 import t from 'tap';
 import { UsageError } from '../../../src/cli/args';
-import { completeConfig, nameServers, parseGoDuration, parseIstioIptablesArgs, type HostInfo } from '../../../src/iptables/flags';
+import { completeConfig, nameServers, parseIstioIptablesArgs, type HostInfo } from '../../../src/iptables/flags';
+import { parseGoDuration } from '../../../src/common/go-duration';
 import { runIstioIptables, type IstioIptablesIo } from '../../../src/cli/istio-iptables';
 import { cleanupRestoreFor, splitSaveLine, type Runner } from '../../../src/iptables/apply';
 

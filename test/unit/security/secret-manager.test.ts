@@ -7,7 +7,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { IstioCaClient } from '../../../src/security/ca-client';
 import { certFacts } from '../../../src/security/csr';
-import { parseGoDuration, rotationDelayMs, SecretManager, workloadSecretEnv, type Secret } from '../../../src/security/secret-manager';
+import { rotationDelayMs, SecretManager, workloadSecretEnv, type Secret } from '../../../src/security/secret-manager';
+import { parseGoDurationOrSeconds as parseGoDuration } from '../../../src/common/go-duration';
 import { Logger } from '../../../src/common/logger';
 import { createTestCa, mintWorkloadCert, startFakeCa } from '../../helpers/fake-ca';
 
