@@ -6,6 +6,7 @@
 // and the number of label sets is bounded: past MAX_SERIES new sets are counted under one overflow
 // set with the peer and service labels "unknown".
 
+import { stripHostPort } from '../router/route-table';
 import type { Registry } from 'prom-client';
 import { FastCounter, FastHistogram, renderLabels, type CounterChild, type HistogramChild } from './fast-metrics';
 import type { ActiveStream } from '../http/stream';
@@ -96,12 +97,6 @@ export function serviceFromCluster(name: string, metadata: Readonly<Record<strin
   return undefined;
 }
 
-function stripPort(authority: string): string {
-  if (authority.startsWith('[')) return authority.slice(0, authority.indexOf(']') + 1);
-  const i = authority.lastIndexOf(':');
-  return i < 0 ? authority : authority.slice(0, i);
-}
-
 /** Envoy's request.total_size / response.total_size header part: names plus values. */
 function headerBytes(h: HeaderMap | undefined): number {
   if (!h) return 0;
@@ -182,7 +177,7 @@ export class IstioMetrics {
   }
 
   private serviceOfAuthority(reporter: Reporter, authority: string): ServiceInfo {
-    const host = stripPort(authority);
+    const host = stripHostPort(authority);
     if (host === '') return UNKNOWN_SERVICE;
     const svc = serviceFromHost(host);
     // Inbound: a bare service name is in our own namespace.
