@@ -14,17 +14,12 @@ import { SecretManager } from '../../src/security/secret-manager';
 import { Logger } from '../../src/common/logger';
 import { createTestCa, mintWorkloadCert, startFakeCa, type TestCa } from '../helpers/fake-ca';
 import { startKeel } from '../helpers/keel';
+import { waitUntil } from '../helpers/wait';
 
 const TD = 'cluster.local';
 const SDS = `{ ads: {}, resource_api_version: V3 }`;
 
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const until = (cond: () => boolean, ms: number, what: string): Promise<void> => waitUntil(cond, what, ms);
 
 function yaml(upstreamPort: number, echoPort: number): string {
   return `

@@ -15,6 +15,7 @@ import { Pool, request } from 'undici';
 import { ActiveStream } from '../../src/http/stream';
 import { MIRROR_STATS, type MirrorStats } from '../../src/router/mirror';
 import { cluster, deadPort, startKeel, startUpstream, type RunningKeel } from '../helpers/keel';
+import { waitUntil } from '../helpers/wait';
 
 // Every finished stream's status and Envoy response flags (not visible on the wire).
 const finished: { path: string; code: number; flags: string; details: string }[] = [];
@@ -82,13 +83,7 @@ function faultStats(keel: RunningKeel): Record<string, number> {
   return keel.server.listeners[0].httpFilterStats();
 }
 
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const until = (cond: () => boolean, what: string, ms = 5000): Promise<void> => waitUntil(cond, what, ms);
 
 t.test('fault delay: held for at least the delay (body too), then forwarded; DI; stats', async (t) => {
   const up = await startUpstream('u');

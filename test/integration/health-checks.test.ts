@@ -8,14 +8,9 @@ import { request } from 'undici';
 import { parseBootstrapText } from '../../src/config/bootstrap';
 import { ConfigError } from '../../src/config/errors';
 import { bootstrap, startKeel, startUpstream } from '../helpers/keel';
+import { waitUntil } from '../helpers/wait';
 
-async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const until = (cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> => waitUntil(cond, what, ms);
 
 const vhost = `
             - name: a

@@ -6,14 +6,9 @@ import t from 'tap';
 import type * as net from 'node:net';
 import { request } from 'undici';
 import { bootstrap, startKeel, startUpstream, type Upstream } from '../helpers/keel';
+import { waitUntil } from '../helpers/wait';
 
-async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const until = (cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> => waitUntil(cond, what, ms);
 
 function vhost(routeExtra: string): string {
   return `

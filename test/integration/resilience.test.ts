@@ -8,6 +8,7 @@ import type * as http from 'node:http';
 import { request } from 'undici';
 import { ActiveStream } from '../../src/http/stream';
 import { bootstrap, startKeel, startUpstream, type Upstream } from '../helpers/keel';
+import { waitUntil } from '../helpers/wait';
 
 const finished: { code: number; flags: string }[] = [];
 const proto = ActiveStream.prototype as unknown as { finish(this: ActiveStream): void };
@@ -21,13 +22,7 @@ t.teardown(() => {
 });
 
 /** Poll `cond` every 10 ms until it holds, failing after `ms`. */
-async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const until = (cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> => waitUntil(cond, what, ms);
 
 function vhost(routeExtra = ''): string {
   return `

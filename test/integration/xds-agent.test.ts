@@ -14,17 +14,12 @@ import { agentConfigFromEnv, parseAgentFlags } from '../../src/agent/env';
 import { execFile, spawn } from 'node:child_process';
 import { deadPort, startUpstream } from '../helpers/keel';
 import { bookinfoProductpage, startFakeIstiod, TYPE, REVIEWS_V1 } from '../helpers/fake-istiod';
+import { waitUntil } from '../helpers/wait';
 
 // Loading Envoy's protos and (for the CLI) spawning TypeScript processes is slow on a loaded 2-core box.
 t.setTimeout(240_000);
 
-async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const until = (what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> => waitUntil(cond, what, timeoutMs);
 
 function podEnv(dir: string, istiodPort: number, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {

@@ -16,17 +16,12 @@ import { parseBootstrapText } from '../../src/config/bootstrap';
 import { Logger } from '../../src/common/logger';
 import { startUpstream, type Upstream } from '../helpers/keel';
 import { adsBootstrap, bookinfoProductpage, reviewsEndpoints, reviewsRoute, startFakeIstiod, REVIEWS_V1, TYPE, type FakeIstiod } from '../helpers/fake-istiod';
+import { waitUntil } from '../helpers/wait';
 
 // Loading Envoy's protos and (for the CLI) spawning TypeScript processes is slow on a loaded 2-core box.
 t.setTimeout(240_000);
 
-async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const until = (what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> => waitUntil(cond, what, timeoutMs);
 
 const log = (): Logger => new Logger(process.env.KEEL_TEST_LOG === '1' ? 'info' : 'off');
 

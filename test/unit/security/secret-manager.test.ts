@@ -11,14 +11,9 @@ import { rotationDelayMs, SecretManager, workloadSecretEnv, type Secret } from '
 import { parseGoDurationOrSeconds as parseGoDuration } from '../../../src/common/go-duration';
 import { Logger } from '../../../src/common/logger';
 import { createTestCa, mintWorkloadCert, startFakeCa } from '../../helpers/fake-ca';
+import { waitUntil } from '../../helpers/wait';
 
-async function until(cond: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const until = (cond: () => boolean, ms = 10_000, what = 'condition'): Promise<void> => waitUntil(cond, what, ms);
 
 t.test('rotation delay: half of the lifetime, with bounded jitter', async (t) => {
   const nb = 1_000_000;
