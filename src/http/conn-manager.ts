@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import type { HttpConnectionManagerConfig, RuntimeValues } from '../config/types';
 import { RouteTable, Runtime } from '../router/route-table';
 import { onSweep } from '../common/clock';
+import { IntrusiveList } from '../common/intrusive-list';
 import type { ActiveStream } from './stream';
 import type { ClusterManager } from '../upstream/cluster-manager';
 import type { HttpFilterFactory } from './filter';
@@ -72,8 +73,8 @@ export class ConnectionManager {
   readonly upgradeTypes: ReadonlySet<string>;
   readonly runtime: Runtime;
   private readonly internalCidrs: net.BlockList | undefined;
-  /** streams in flight, for the stream_idle_timeout sweep */
-  private readonly active = new Set<ActiveStream>();
+  /** streams in flight, for the stream_idle_timeout sweep (a list through the streams, not a Set: see IntrusiveList) */
+  private readonly active = new IntrusiveList<ActiveStream>();
   /** Called with each stream when it is over (access logs, metrics), in order. */
   readonly completionHooks: Array<(s: ActiveStream) => void> = [];
   /** Header-time observers (Istio metadata exchange, tracing), installed once per HCM; empty costs nothing. */
@@ -106,13 +107,15 @@ export class ConnectionManager {
   }
 
   untrack(s: ActiveStream): void {
-    this.active.delete(s);
+    this.active.remove(s);
   }
 
   /** stream_idle_timeout, checked once a second against each stream's coarse last-activity time. */
   private readonly sweepIdle = (now: number): void => {
     const idle = this.config.streamIdleTimeoutMs;
-    for (const s of this.active) if (now - s.lastActivity >= idle) s.onStreamIdle();
+    this.active.forEach((s) => {
+      if (now - s.lastActivity >= idle) s.onStreamIdle();
+    });
   };
 
   newRequestId(): string {

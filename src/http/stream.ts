@@ -240,6 +240,9 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
 
   /** coarse time of the last bytes either way, for stream_idle_timeout (ConnectionManager sweeps) */
   lastActivity = 0;
+  /** links of the connection manager's list of streams in flight */
+  listPrev: ActiveStream | undefined = undefined;
+  listNext: ActiveStream | undefined = undefined;
   private requestTimer: NodeJS.Timeout | undefined;
   private durationTimer: NodeJS.Timeout | undefined;
 

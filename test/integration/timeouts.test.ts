@@ -42,6 +42,41 @@ t.test('stream_idle_timeout: a silent upstream gets 504 stream timeout (request 
   t.match(text, /^HTTP\/1\.1 408 /, 'request body never finished: 408');
 });
 
+t.test('stream_idle_timeout: silent streams interleaved with finished ones all time out; the finished ones are untouched', async (t) => {
+  // The streams in flight are a linked list: finished streams leave from its middle, its head and
+  // its tail, and the sweep must still reach every silent one.
+  const up = await startUpstream('mixed', (req, res) => {
+    if (req.url?.startsWith('/silent')) return;
+    res.end('ok');
+  });
+  const keel = await startKeel(bootstrap(routes, cluster('u', up.port), '          stream_idle_timeout: 1s'));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const silent: Promise<{ status: number; body: string }>[] = [];
+  const quick = async (): Promise<void> => {
+    for (let i = 0; i < 3; i++) {
+      const r = await request(`${keel.url}/fast/${i}`);
+      t.equal(r.statusCode, 200);
+      await r.body.text();
+    }
+  };
+  const slow = (n: number): Promise<{ status: number; body: string }> =>
+    request(`${keel.url}/silent/${n}`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }));
+  await quick();
+  for (let n = 0; n < 3; n++) {
+    silent.push(slow(n));
+    await quick();
+  }
+  const results = await Promise.all(silent);
+  t.same(results, [0, 1, 2].map(() => ({ status: 504, body: 'stream timeout' })));
+  t.equal(finished.filter((f) => f.details === 'stream_idle_timeout').length >= 3, true);
+  const r = await request(`${keel.url}/fast/after`);
+  t.equal(r.statusCode, 200, 'the connection manager still serves after the sweep');
+  await r.body.text();
+});
+
 t.test('request_timeout: a request body that never completes gets 408', async (t) => {
   const up = await startUpstream('u');
   const keel = await startKeel(bootstrap(routes, cluster('u', up.port), '          request_timeout: 0.3s'));
