@@ -16,7 +16,6 @@ import { startDemoUpstreams } from './demo';
 import { ISTIO_USAGE, runIstioProxy, runTranslate, wantsIstio } from './istio';
 import { eachFlag, UsageError } from './args';
 import { availableParallelism } from 'node:os';
-import { isWorker, runPrimary, serveScrapes, tellPrimary, workerIndex } from '../server/workers';
 import { concurrencyFromEnv, lifecycleFromEnv, runUntilTerminated, startStatus } from '../server/lifecycle';
 import type { StatusServers } from '../admin/status';
 
@@ -145,6 +144,13 @@ function parseProxyArgs(argv: string[]): ProxyArgs {
 }
 
 
+// The workers module (node:cluster's primary and worker sides) is required only where workers are
+// in play: a primary with --concurrency > 1, or a worker it forked, which it marks with
+// KEEL_WORKER_INDEX (node:cluster deletes its own NODE_UNIQUE_ID from a worker's environment).
+const isWorker = (): boolean => process.env.KEEL_WORKER_INDEX !== undefined;
+const workerIndex = (): number => Number(process.env.KEEL_WORKER_INDEX ?? '0');
+const workers = (): typeof import('../server/workers') => require('../server/workers') as typeof import('../server/workers');
+
 async function runProxy(argv: string[]): Promise<number> {
   const args = parseProxyArgs(argv);
   const log = new Logger(isLevel(args.logLevel) ? args.logLevel : 'info', isWorker() ? `keel-worker-${workerIndex()}` : 'keel');
@@ -169,7 +175,7 @@ async function runProxy(argv: string[]): Promise<number> {
   if (args.concurrency > 1 && !isWorker()) {
     log.info(nativeStatusLine());
     log.info(`starting ${args.concurrency} workers`);
-    return runPrimary(args.concurrency, log, life.drainMs);
+    return workers().runPrimary(args.concurrency, log, life.drainMs);
   }
   if (!isWorker()) log.info(nativeStatusLine());
   const demoServers = args.demo ? await startDemoUpstreams({ v1: 19081, v2: 19082 }) : [];
@@ -177,17 +183,17 @@ async function runProxy(argv: string[]): Promise<number> {
   const server = new KeelServer(bootstrap, { log, drainTimeMs: life.drainMs, admin: workerIndex() <= 1, secrets: new SecretManager({ log }) });
   server.version = packageVersion();
   server.commandLine = { config_path: args.configPath ?? '', concurrency: args.concurrency, drain_time: `${life.drainMs / 1000}s`, log_level: args.logLevel, mode: args.mode === 'serve' ? 'Serve' : 'Validate' };
-  const stopScrapes = serveScrapes(server);
+  const stopScrapes = isWorker() ? workers().serveScrapes(server) : () => undefined;
   let ports: Map<string, number>;
   let status: StatusServers | undefined;
   try {
     ports = await server.start();
     if (args.status && workerIndex() <= 1) status = await startStatus(server, args.status);
   } catch (e) {
-    tellPrimary({ keel: 'failed', detail: (e as Error).message });
+    if (isWorker()) workers().tellPrimary({ keel: 'failed', detail: (e as Error).message });
     throw e;
   }
-  tellPrimary({ keel: 'ready' });
+  if (isWorker()) workers().tellPrimary({ keel: 'ready' });
   for (const [name, port] of ports) log.info(`listener '${name}' serving on port ${port}`);
   if (server.admin) log.info(`admin on port ${server.admin.port}`);
   if (args.demo && workerIndex() <= 1) {

@@ -15,7 +15,7 @@ import type { TcpProxy } from '../listener/tcp-proxy';
 import type { ClusterManager } from '../upstream/cluster-manager';
 import type { Logger } from '../common/logger';
 import { IstioMetrics, Reporter } from '../stats/istio-metrics';
-import { encodePeerMetadata, exchangedMetadata, PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER } from '../stats/peer-metadata';
+import { encodePeerMetadata, exchangedMetadata, PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, workloadFromMetadata } from '../stats/peer-metadata';
 import { AccessLogger } from './access-log';
 import { ENVOY_DEFAULT_FORMAT } from '../config/observability';
 import { Tracer, ZipkinReporter } from './tracing';
@@ -69,19 +69,24 @@ function uriSan(t: tls.TLSSocket): string | undefined {
 }
 
 export class Telemetry implements ListenerObserver {
-  readonly istio: IstioMetrics;
-  private readonly exchangeValue: string;
+  private istioMetrics: IstioMetrics | undefined;
+  private exchange: string | undefined;
   private readonly reporters = new Map<string, ZipkinReporter>();
   private readonly serviceName: string;
   /** proxied TCP connections still open, for the periodic byte reports */
   private readonly tcpOpen = new Set<OpenTcp>();
   private readonly stopSweep: () => void;
 
-  constructor(registry: Registry, private readonly node: NodeInfo, private readonly clusters: ClusterManager, private readonly log: Logger) {
-    this.istio = new IstioMetrics(registry, node.metadata);
-    this.exchangeValue = encodePeerMetadata(exchangedMetadata(node.metadata));
+  constructor(
+    /** the registry, made when the first listener reports Istio metrics */
+    private readonly registry: () => Registry,
+    private readonly node: NodeInfo,
+    private readonly clusters: ClusterManager,
+    private readonly log: Logger,
+  ) {
     // Istio names a proxy's spans <canonical service>.<namespace>; a plain Envoy uses its --service-cluster.
-    const ns = this.istio.local.namespace;
+    const local = workloadFromMetadata(node.metadata);
+    const ns = local.namespace;
     let last = 0;
     this.stopSweep = onSweep((now) => {
       if (this.tcpOpen.size > 0 && now - last >= TCP_REPORT_MS) {
@@ -89,7 +94,17 @@ export class Telemetry implements ListenerObserver {
         this.reportOpenTcp();
       }
     });
-    this.serviceName = this.istio.local.canonicalService !== 'unknown' && ns !== 'unknown' ? `${this.istio.local.canonicalService}.${ns}` : node.cluster || 'keel';
+    this.serviceName = local.canonicalService !== 'unknown' && ns !== 'unknown' ? `${local.canonicalService}.${ns}` : node.cluster || 'keel';
+  }
+
+  /** x-envoy-peer-metadata's value for this proxy, encoded when the first listener exchanges it */
+  private get exchangeValue(): string {
+    return (this.exchange ??= encodePeerMetadata(exchangedMetadata(this.node.metadata)));
+  }
+
+  /** The istio_* metrics, registered on first use (a listener that reports them). */
+  get istio(): IstioMetrics {
+    return (this.istioMetrics ??= new IstioMetrics(this.registry(), this.node.metadata));
   }
 
   http(hcm: ConnectionManager, listener: ListenerConfig): void {

@@ -8,7 +8,7 @@ import { DynamicConfig } from './dynamic';
 import { ClusterManager } from '../upstream/cluster-manager';
 import { AdminServer } from '../admin/admin';
 import { Logger } from '../common/logger';
-import { Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { StatStore } from '../stats/store';
 import { Telemetry } from '../observability/telemetry';
 import { UpstreamEvents } from '../observability/events';
@@ -81,8 +81,18 @@ export class KeelServer {
   readonly log: Logger;
   /** Envoy-style named stats (server.*, cluster_manager.*, listener_manager.*) */
   readonly stats = new StatStore();
-  /** prom-client registry with the istio_* metrics (served at /stats/prometheus with the Envoy stats) */
-  readonly metrics = new Registry();
+  private registry: Registry | undefined;
+  /**
+   * prom-client registry with the istio_* metrics (served at /stats/prometheus with the Envoy
+   * stats). Made on first use: a proxy without Istio metrics never loads prom-client (~4 MB RSS).
+   */
+  get metrics(): Registry {
+    return (this.registry ??= new (require('prom-client') as typeof import('prom-client')).Registry());
+  }
+  /** whether anything registered metrics yet (a scrape skips the registry otherwise) */
+  get hasMetrics(): boolean {
+    return this.registry !== undefined;
+  }
   /** metrics, access logs and tracing hooks installed on each listener's connection managers */
   readonly telemetry: Telemetry;
   /** logs outlier ejections and circuit breaker changes (upstream logger) */
@@ -107,7 +117,7 @@ export class KeelServer {
     this.log = opts.log ?? new Logger('info');
     this.current = bootstrap;
     this.clusters = new ClusterManager(bootstrap.clusters, opts.secrets ? { secrets: opts.secrets } : {});
-    this.telemetry = new Telemetry(this.metrics, bootstrap.node, this.clusters, this.log);
+    this.telemetry = new Telemetry(() => this.metrics, bootstrap.node, this.clusters, this.log);
     this.events = new UpstreamEvents(this.clusters, this.log.child('upstream'));
     if (bootstrap.dynamicResources) {
       // xDS counters dashboards and readiness checks read (bumped by src/xds/apply.ts)

@@ -4,7 +4,7 @@
 // its TLS identity (spiffe://<td>/ns/<ns>/sa/<sa>). Decoded peers are cached by header value in a
 // bounded LRU, so a request from a known peer decodes nothing.
 
-import * as protobuf from 'protobufjs';
+import type * as Protobuf from 'protobufjs';
 import { LRUCache } from 'lru-cache';
 
 export const PEER_METADATA_HEADER = 'x-envoy-peer-metadata';
@@ -62,9 +62,11 @@ export function workloadFromPrincipal(principal: string): WorkloadInfo {
   return { ...UNKNOWN_WORKLOAD, namespace: m ? m[1] : UNKNOWN, principal };
 }
 
-let structType: protobuf.Type | undefined;
-function struct(): protobuf.Type {
+let structType: Protobuf.Type | undefined;
+function struct(): Protobuf.Type {
   if (!structType) {
+    // loaded on first use: a proxy without Istio's metadata exchange never pays for protobufjs
+    const protobuf = require('protobufjs') as typeof Protobuf;
     const root = new protobuf.Root();
     root.loadSync('google/protobuf/struct.proto'); // protobufjs ships the well-known types
     structType = root.lookupType('google.protobuf.Struct');

@@ -2,7 +2,7 @@
 // single process it reads this process; with --concurrency the worker serving admin replaces it
 // with a read across all workers (src/server/workers.ts). Renderers for Prometheus live here.
 
-import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 import type { KeelServer } from '../server/server';
 import { collectEnvoyStats, EnvoyStat, statsPrometheus } from './envoy-stats';
 
@@ -15,12 +15,12 @@ export interface Scrape {
 }
 
 export async function localScrape(keel: KeelServer): Promise<Scrape> {
-  return { envoy: collectEnvoyStats(keel), prom: [], promText: await keel.metrics.metrics() };
+  return { envoy: collectEnvoyStats(keel), prom: [], promText: keel.hasMetrics ? await keel.metrics.metrics() : '' };
 }
 
 /** What a worker sends for an aggregated read. */
 export async function workerScrape(keel: KeelServer): Promise<{ envoy: EnvoyStat[]; prom: MetricObjectWithValues<MetricValue<string>>[] }> {
-  return { envoy: collectEnvoyStats(keel), prom: (await keel.metrics.getMetricsAsJSON()) as MetricObjectWithValues<MetricValue<string>>[] };
+  return { envoy: collectEnvoyStats(keel), prom: keel.hasMetrics ? ((await keel.metrics.getMetricsAsJSON()) as MetricObjectWithValues<MetricValue<string>>[]) : [] };
 }
 
 const NOT_SUMMED = new Set(['server.state', 'server.live', 'server.uptime']);
@@ -42,6 +42,6 @@ export function mergeEnvoyStats(parts: readonly (readonly EnvoyStat[])[]): Envoy
 /** The whole /stats/prometheus body: Envoy-style families, then the istio_* ones. */
 export async function prometheusText(s: Scrape): Promise<string> {
   let istio = s.promText ?? '';
-  if (s.prom.length > 0) istio = await AggregatorRegistry.aggregate(s.prom as MetricObjectWithValues<MetricValue<string>>[][]).metrics();
+  if (s.prom.length > 0) istio = await (require('prom-client') as typeof import('prom-client')).AggregatorRegistry.aggregate(s.prom as MetricObjectWithValues<MetricValue<string>>[][]).metrics();
   return statsPrometheus(s.envoy) + istio;
 }
