@@ -52,7 +52,9 @@ const out = [];
 const notes = [];
 const nginx = summary.get('nginx');
 const direct = summary.get('direct');
-if (meta.mode === 'fixed') {
+// fixed and mtls share the fixed-rate table (mtls: each row is a proxy pair, CPU and RSS summed)
+const fixedRate = meta.mode === 'fixed' || meta.mode === 'mtls';
+if (fixedRate) {
   out.push('| proxy | req/s | p50 | p99 | added p50 | added p99 | CPU (cores) | RSS |');
   out.push('|---|---:|---:|---:|---:|---:|---:|---:|');
 } else {
@@ -63,14 +65,14 @@ for (const peer of meta.peers) {
   const s = summary.get(peer);
   if (s.ok === 0) {
     const reason = (s.failReason || 'not run').replace(/\|/g, '\\|');
-    out.push(meta.mode === 'fixed'
+    out.push(fixedRate
       ? `| ${peer} | failed: ${reason} | | | | | | |`
       : `| ${peer} | failed: ${reason} | | | | |`);
     continue;
   }
   if (s.ok < s.total) notes.push(`${peer}: ${s.total - s.ok} of ${s.total} rounds failed (${s.failReason}); medians are over the rest.`);
   for (const e of s.errors) notes.push(`${peer}: ${e}`);
-  if (meta.mode === 'fixed') {
+  if (fixedRate) {
     const base = peer !== 'direct' && direct && direct.ok ? direct : null;
     out.push(`| ${peer} | ${fmtRps(s.rps)} | ${fmtMs(s.p50)} | ${fmtMs(s.p99)} | `
       + `${base ? fmtDeltaMs(s.p50 - base.p50) : '—'} | ${base ? fmtDeltaMs(s.p99 - base.p99) : '—'} | `
@@ -81,6 +83,18 @@ for (const peer of meta.peers) {
   }
 }
 const table = out.join('\n');
+
+// mtls: what mutual TLS itself costs each proxy, <x>-mtls minus <x>-pair (same proxies, same run).
+if (meta.mode === 'mtls') {
+  for (const peer of meta.peers) {
+    if (!peer.endsWith('-mtls')) continue;
+    const tls = summary.get(peer);
+    const plain = summary.get(peer.replace(/-mtls$/, '-pair'));
+    if (!plain || !tls.ok || !plain.ok) continue;
+    const cpu = tls.cpu !== null && plain.cpu !== null ? `, CPU ${tls.cpu - plain.cpu >= 0 ? '+' : '−'}${Math.abs(tls.cpu - plain.cpu).toFixed(3)} cores` : '';
+    notes.push(`mTLS itself (${peer} minus ${peer.replace(/-mtls$/, '-pair')}): p50 ${fmtDeltaMs(tls.p50 - plain.p50)}, p99 ${fmtDeltaMs(tls.p99 - plain.p99)}${cpu}.`);
+  }
+}
 
 const md = [];
 md.push(`# keel macro benchmark — ${meta.mode} — ${meta.date}`);
