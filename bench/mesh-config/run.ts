@@ -184,6 +184,11 @@ function main(): void {
   process.stdout.write(`| per host (EDS) | ${kb((m2.heap - m1.heap) / (CLUSTERS * EPS_PER_CLUSTER))} KiB | ${kb((m2.rss - m1.rss) / (CLUSTERS * EPS_PER_CLUSTER))} KiB | ~1.4 KB |\n`);
   process.stdout.write(`| per listener + route config (LDS+RDS) | ${kb((m3.heap - m2.heap) / LISTENERS)} KiB | ${kb((m3.rss - m2.rss) / LISTENERS)} KiB | — |\n`);
   process.stdout.write(`| total after all pushes | ${(m3.heap / 1048576).toFixed(0)} MiB | ${(m3.rss / 1048576).toFixed(0)} MiB | — |\n`);
+  // What a keel process holding only the clusters and endpoints would have: its idle RSS (measure
+  // it with the proxy itself, e.g. bench/run's RSS column; this harness's own start-up differs)
+  // plus what CDS and EDS added here.
+  const mib = (b: number): string => (b / 1048576).toFixed(0);
+  process.stdout.write(`\nCDS + EDS added ${mib(m2.rss - m0.rss)} MiB of RSS (${mib(m2.heap - m0.heap)} MiB heap+external) for ${CLUSTERS} clusters and ${CLUSTERS * EPS_PER_CLUSTER} endpoints; the harness started at ${mib(m0.rss)} MiB RSS with the encoded pushes in memory\n`);
   void server.stop(0);
 }
 

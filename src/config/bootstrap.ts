@@ -2146,7 +2146,30 @@ const HEALTH_STATUSES = ['UNKNOWN', 'HEALTHY', 'UNHEALTHY', 'DRAINING', 'TIMEOUT
 
 type AddressMode = 'ip' | 'host' | 'static';
 
-function decodeLbEndpoint(r: Reader, mode: AddressMode): EndpointConfig | undefined {
+/**
+ * One shared object per distinct endpoint metadata within a load assignment: istiod gives every
+ * endpoint of a workload the same metadata (tlsMode, workload name), and at mesh size (100,000
+ * endpoints) a copy per endpoint is tens of megabytes. Metadata is read-only config.
+ */
+type MetadataInterner = Map<string, Readonly<Record<string, unknown>>>;
+
+function internMetadata(seen: MetadataInterner, m: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> {
+  let any = false;
+  for (const _ in m) {
+    any = true;
+    break;
+  }
+  if (!any) return EMPTY_METADATA;
+  const key = JSON.stringify(m);
+  const prev = seen.get(key);
+  if (prev !== undefined) return prev;
+  seen.set(key, m);
+  return m;
+}
+
+const EMPTY_METADATA: Readonly<Record<string, unknown>> = Object.freeze({});
+
+function decodeLbEndpoint(r: Reader, mode: AddressMode, seen?: MetadataInterner): EndpointConfig | undefined {
   r.unsupported('endpoint_name', 'endpoint_name (named endpoints)');
   if (!r.has('endpoint')) r.problem('endpoint is required', 'endpoint');
   const ep = r.sub('endpoint', 'Endpoint', (e) => {
@@ -2157,9 +2180,12 @@ function decodeLbEndpoint(r: Reader, mode: AddressMode): EndpointConfig | undefi
     return address ? { address, hostname } : undefined;
   });
   const healthStatus: HealthStatus = r.enum('health_status', HEALTH_STATUSES, 'UNKNOWN');
-  const metadata = decodeMetadata(r);
+  const decoded = decodeMetadata(r);
+  const metadata = seen === undefined ? decoded : internMetadata(seen, decoded);
   const loadBalancingWeight = r.uint32('load_balancing_weight', 1, { min: 1 });
-  return ep ? { ...ep, healthStatus, loadBalancingWeight, metadata } : undefined;
+  // A plain literal, not a spread of ep: V8 gave every spread copy a map of its own (measured:
+  // 100,000 endpoints, 100,000 maps and descriptor arrays, ~20 MB).
+  return ep ? { address: ep.address, hostname: ep.hostname, healthStatus, loadBalancingWeight, metadata } : undefined;
 }
 
 function decodeEndpointAddress(r: Reader, mode: AddressMode): SocketAddress | undefined {
@@ -2185,13 +2211,14 @@ function decodeLoadAssignment(r: Reader, mode: AddressMode, policy?: { overprovi
     const f = p.optUint32('overprovisioning_factor', { min: 1 });
     if (f !== undefined && policy !== undefined) policy.overprovisioningFactor = f;
   });
+  const seen: MetadataInterner = new Map();
   return r.objects('endpoints', 'LocalityLbEndpoints', (le) => {
     const locality = le.sub('locality', 'Locality', (l) => ({ region: l.str('region'), zone: l.str('zone'), subZone: l.str('sub_zone') })) ?? {
       region: '',
       zone: '',
       subZone: '',
     };
-    const endpoints = le.objects('lb_endpoints', 'LbEndpoint', (lb) => decodeLbEndpoint(lb, mode));
+    const endpoints = le.objects('lb_endpoints', 'LbEndpoint', (lb) => decodeLbEndpoint(lb, mode, seen));
     le.unsupported('leds_cluster_locality_config', 'leds_cluster_locality_config (LEDS)');
     return {
       locality,

@@ -63,6 +63,29 @@ t.test('per-resource decoders: every problem with its path, no throw', async (t)
   t.equal(ok.value?.endpoints[0].endpoints[0].healthStatus, 'DRAINING');
 });
 
+t.test('EDS: endpoints with the same metadata share one decoded copy; different metadata stays apart', async (t) => {
+  const md = (workload: string): unknown => ({ filter_metadata: { 'envoy.transport_socket_match': { tlsMode: 'istio' }, istio: { workload } } });
+  const ep = (ip: string, metadata?: unknown): unknown => ({ endpoint: { address: { socket_address: { address: ip, port_value: 80 } } }, ...(metadata ? { metadata } : {}) });
+  const cla = decodeClusterLoadAssignment({
+    cluster_name: 'c',
+    endpoints: [
+      { locality: { zone: 'a' }, lb_endpoints: [ep('10.0.0.1', md('w1')), ep('10.0.0.2', md('w2')), ep('10.0.0.3')] },
+      { locality: { zone: 'b' }, lb_endpoints: [ep('10.0.0.4', md('w1')), ep('10.0.0.5')] },
+    ],
+  });
+  t.same(cla.problems, []);
+  const [a, b] = cla.value!.endpoints;
+  const [e1, e2, e3] = a.endpoints;
+  const [e4, e5] = b.endpoints;
+  t.same(e1.metadata, { 'envoy.transport_socket_match': { tlsMode: 'istio' }, istio: { workload: 'w1' } });
+  t.same(e2.metadata, { 'envoy.transport_socket_match': { tlsMode: 'istio' }, istio: { workload: 'w2' } });
+  t.same(e3.metadata, {});
+  t.equal(e1.metadata, e4.metadata, 'w1 across localities: one object');
+  t.not(e1.metadata, e2.metadata, 'w1 and w2 apart');
+  t.equal(e3.metadata, e5.metadata, 'no metadata: one shared empty object');
+  t.same([e1, e2, e3, e4, e5].map((e) => e.address.address), ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5']);
+});
+
 t.test('dynamic_resources in the bootstrap', async (t) => {
   const base = `
 static_resources:
