@@ -18,7 +18,7 @@ const NATIVE_DIR = path.join(ROOT, 'native');
 const BUILD_DIR = path.join(NATIVE_DIR, 'build');
 const ADDON = path.join(BUILD_DIR, 'Release', 'keel_native.node');
 const LOG = path.join(BUILD_DIR, 'keel-build.log');
-const EXPECTED_ABI = 3; // must match kAbiVersion in native/src/addon.cc
+const EXPECTED_ABI = 4; // must match kAbiVersion in native/src/addon.cc
 const TIMEOUT_MS = 10 * 60 * 1000;
 
 function rel(p) {

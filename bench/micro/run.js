@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Micro-benchmarks of keel's hot-path pieces, from the built dist/: route matching against the
 // Bookinfo-shaped table the macro benchmark uses, HTTP/1 head parsing, and the native functions
-// against their TypeScript twins where both can run. Prints ns/op; run with `node bench/micro/run.js`.
+// against their TypeScript twins where both can run, including the pool/LB bookkeeping functions
+// (src/native/lb-pool.ts) beside the object-field code the request path uses, and the least a
+// native route matcher would cost per request. Prints ns/op; run with `node bench/micro/run.js`.
 'use strict';
 const path = require('node:path');
 const net = require('node:net');
@@ -44,11 +46,12 @@ const cases = [
   ['no route (unknown path on a named vhost)', input('details', '/nope')],
 ];
 console.log('route matching (RouteTable.route + pickCluster), Bookinfo-shaped table:');
+const routeNs = [];
 for (const [name, inp] of cases) {
-  bench(`  ${name}`, 1_000_000, () => {
+  routeNs.push(bench(`  ${name}`, 1_000_000, () => {
     const r = table.route(inp);
     if (r.kind === 'route') r.route.pickCluster(inp);
-  });
+  }));
 }
 
 // --- HTTP/1 head parsing
@@ -57,6 +60,215 @@ const handler = { onHead() {}, onBody() {}, onTrailers() {}, onMessageComplete()
 const parser = new H1Parser(handler, { isResponse: false, maxHeaderBytes: 61440, maxHeaders: 100 });
 console.log('HTTP/1 parsing:');
 bench('  request head, 8 headers (parse + HeaderMap)', 1_000_000, () => parser.execute(reqBuf));
+
+// --- pool/LB bookkeeping and the header-block probe: the object-field code on the request path
+// (src/upstream/) beside the typed-array functions of src/native/lb-pool.ts, twin and native,
+// each wrapped the way it would be wired in (a balancer object with the cluster's random source,
+// a pool object handing out connection objects). "End to end" = what a request pays: the pick,
+// then the host's active count up and down; for the typed-array versions the host's count is an
+// accessor over a shared Int32Array slot, which is what keeping counts where the addon can read
+// them costs. Variants of one comparison run interleaved (five rounds, best of each).
+function benchSet(n, variants) {
+  for (const [, fn] of variants) for (let i = 0; i < Math.min(n, 50000); i++) fn(i);
+  const best = variants.map(() => Infinity);
+  for (let r = 0; r < 5; r++) {
+    variants.forEach(([, fn], v) => {
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) fn(i);
+      best[v] = Math.min(best[v], Number(process.hrtime.bigint() - t0) / n);
+    });
+  }
+  variants.forEach(([name], v) => console.log(`${name.padEnd(62)} ${best[v].toFixed(1).padStart(9)} ns/op`));
+  return best;
+}
+
+function lbPoolBenchmarks(loaded) {
+  const { lbPoolTwin, edfInit } = require(path.join(root, 'dist/src/native/lb-pool'));
+  const lb = require(path.join(root, 'dist/src/upstream/load-balancer'));
+  const { ResourceManager } = require(path.join(root, 'dist/src/upstream/resource-manager'));
+  const impls = [['twin', lbPoolTwin]];
+  if (loaded.available) impls.push(['native', loaded.lbPool]);
+  const N = 8;
+  class FieldHost {
+    constructor(weight) {
+      this.activeRequests = 0;
+      this.weight = weight;
+    }
+  }
+  class SlotHost {
+    constructor(counts, slot, weight) {
+      this.counts = counts;
+      this.slot = slot;
+      this.weight = weight;
+    }
+    get activeRequests() {
+      return this.counts[this.slot];
+    }
+    set activeRequests(v) {
+      this.counts[this.slot] = v;
+    }
+  }
+  class TypedLeastRequest {
+    constructor(hosts, counts, random, choiceCount, impl) {
+      this.hosts = hosts;
+      this.counts = counts;
+      this.slots = Int32Array.from(hosts, (h) => h.slot);
+      this.random = random;
+      this.choiceCount = choiceCount;
+      this.randoms = new Float64Array(choiceCount);
+      this.impl = impl;
+    }
+    pick() {
+      const r = this.randoms;
+      for (let i = 0; i < this.choiceCount; i++) r[i] = this.random();
+      return this.hosts[this.impl.leastRequestPick(this.counts, this.slots, r, this.choiceCount)];
+    }
+  }
+  class TypedEdf {
+    constructor(hosts, counts, bias, impl) {
+      const n = hosts.length;
+      this.hosts = hosts;
+      this.counts = counts;
+      this.slots = Int32Array.from(hosts, (h) => h.slot);
+      this.weights = Float64Array.from(hosts, (h) => h.weight);
+      this.deadlines = new Float64Array(n + 1);
+      this.heap = new Int32Array(n);
+      this.bias = bias;
+      this.impl = impl;
+      edfInit(counts, this.slots, this.weights, this.deadlines, this.heap, bias);
+    }
+    pick() {
+      return this.hosts[this.impl.edfPick(this.counts, this.slots, this.weights, this.deadlines, this.heap, this.bias)];
+    }
+  }
+  // some load on the hosts, so picks compare different counts
+  const load = (hosts) => hosts.forEach((h, i) => (h.activeRequests = (i * 7) % 5));
+  const weightOf = (i) => 1 + (i % 3);
+  const fieldHosts = (weighted) => {
+    const hosts = Array.from({ length: N }, (_, i) => new FieldHost(weighted ? weightOf(i) : 1));
+    load(hosts);
+    return hosts;
+  };
+  const slotHosts = (weighted) => {
+    const counts = new Int32Array(N);
+    const hosts = Array.from({ length: N }, (_, i) => new SlotHost(counts, i, weighted ? weightOf(i) : 1));
+    load(hosts);
+    return { counts, hosts };
+  };
+  const request = (balancer) => () => {
+    const h = balancer.pick();
+    h.activeRequests++;
+    h.activeRequests--;
+  };
+  const results = {};
+
+  console.log(`least-request choice, ${N} hosts, choice_count 2 (pick + active count up/down), interleaved:`);
+  [results.lrField, results.lr_twin, results.lr_native] = benchSet(2_000_000, [
+    ['  object fields, LeastRequestLoadBalancer (the default)', request(new lb.LeastRequestLoadBalancer(fieldHosts(false), Math.random, 2))],
+    ...impls.map(([name, impl]) => {
+      const { counts, hosts } = slotHosts(false);
+      return [`  typed arrays, leastRequestPick — ${name}`, request(new TypedLeastRequest(hosts, counts, Math.random, 2, impl))];
+    }),
+  ]);
+
+  for (const bias of [1, 0.5]) {
+    console.log(`weighted least-request (EDF, weight / (active + 1)^${bias}), ${N} hosts, interleaved:`);
+    [results[`edfField${bias}`], results[`edf${bias}_twin`], results[`edf${bias}_native`]] = benchSet(2_000_000, [
+      ['  object fields, WeightedLeastRequestLoadBalancer (the default)', request(new lb.WeightedLeastRequestLoadBalancer(fieldHosts(true), Math.random, bias))],
+      ...impls.map(([name, impl]) => {
+        const { counts, hosts } = slotHosts(true);
+        return [`  typed arrays, edfPick — ${name}`, request(new TypedEdf(hosts, counts, bias, impl))];
+      }),
+    ]);
+  }
+
+  console.log('connection pool: take an idle connection (per-host limit checked), give it back, interleaved:');
+  const conns = Array.from({ length: 4 }, (_, id) => ({ id, socket: { destroyed: false, writable: true } }));
+  class FieldPool {
+    constructor() {
+      this.idle = conns.slice();
+      this.rm = new ResourceManager();
+    }
+    take() {
+      while (this.idle.length > 0) {
+        const c = this.idle.pop();
+        if (c.socket.destroyed || !c.socket.writable) continue;
+        return c;
+      }
+      return this.rm.connections.canCreate() ? null : undefined;
+    }
+    put(c) {
+      this.idle.push(c);
+    }
+  }
+  class TypedPool {
+    constructor(impl) {
+      this.impl = impl;
+      this.state = new Int32Array(3 + conns.length);
+      this.state[2] = 1024;
+      for (const c of conns) impl.poolPut(this.state, c.id);
+    }
+    take() {
+      for (;;) {
+        const id = this.impl.poolTake(this.state);
+        if (id < 0) return id === -1 ? null : undefined;
+        const c = conns[id];
+        if (c.socket.destroyed || !c.socket.writable) continue;
+        return c;
+      }
+    }
+    put(c) {
+      this.impl.poolPut(this.state, c.id);
+    }
+  }
+  const cycle = (pool) => () => pool.put(pool.take());
+  [results.poolField, results.pool_twin, results.pool_native] = benchSet(2_000_000, [
+    ['  object array + Resource (H1Pool, the default)', cycle(new FieldPool())],
+    ...impls.map(([name, impl]) => [`  Int32Array ready list, poolTake + poolPut — ${name}`, cycle(new TypedPool(impl))]),
+  ]);
+
+  console.log("a native route matcher's minimum: the request's header block read into native memory:");
+  // the first route case's request as the router sees it (HCM has added x-forwarded-proto and
+  // x-request-id): 16 strings
+  const raw = [...cases[0][1].headers.raw, 'x-forwarded-proto', 'http', 'x-request-id', '2d1f3c44-5b5e-4f1e-9a0d-2b4c5d6e7f80'];
+  const inp = cases[0][1];
+  const blockVariants = [
+    ['  the whole TypeScript route match + cluster pick (as above)', () => {
+      const r = table.route(inp);
+      if (r.kind === 'route') r.route.pickCluster(inp);
+    }],
+    ...impls.map(([name, impl]) => [`  readHeaderBlock, ${raw.length} strings — ${name}`, () => impl.readHeaderBlock(raw)]),
+  ];
+  if (loaded.available) {
+    const nat = loaded.lbPool;
+    blockVariants.push([`  readHeaderBlock, the ${raw.length} strings as call arguments — native`, () => nat.readHeaderBlock(...raw)]);
+    blockVariants.push([`  readHeaderBlock, the ${raw.length} strings joined into one first — native`, () => nat.readHeaderBlock(raw.join('\n'))]);
+    blockVariants.push(['  readHeaderBlock, only :path and :authority as arguments — native', () => nat.readHeaderBlock(inp.path, inp.authority)]);
+    blockVariants.push(['  readHeaderBlock, empty string (the bare N-API call) — native', () => nat.readHeaderBlock('')]);
+  }
+  [results.routeMatch, results.block_twin, results.block_native, results.block_args, results.block_joined, results.block_two, results.bareCall] = benchSet(
+    1_000_000,
+    blockVariants,
+  );
+
+  const x = (a, b) => `${(a / b).toFixed(2)}x`;
+  console.log('summary (time relative to the default; above 1.00x is slower):');
+  const row = (what, base, key) => {
+    if (results[key] !== undefined) console.log(`  ${what.padEnd(50)} ${x(results[key], base).padStart(7)}`);
+  };
+  for (const name of ['twin', 'native']) {
+    row(`least-request, typed arrays — ${name}`, results.lrField, `lr_${name}`);
+    row(`weighted least-request bias 1 — ${name}`, results.edfField1, `edf1_${name}`);
+    row(`weighted least-request bias 0.5 — ${name}`, results['edfField0.5'], `edf0.5_${name}`);
+    row(`pool take + put — ${name}`, results.poolField, `pool_${name}`);
+  }
+  row('native header-block read vs the TS route match', results.routeMatch, 'block_native');
+  row('the same, the strings as call arguments', results.routeMatch, 'block_args');
+  row('the same, joined into one string first', results.routeMatch, 'block_joined');
+  row('only :path and :authority, vs the TS route match', results.routeMatch, 'block_two');
+  row('the bare N-API call vs the TS route match', results.routeMatch, 'bareCall');
+  return results;
+}
 
 // --- native vs twin (the functions both can run)
 const server = net.createServer(() => undefined);
@@ -70,6 +282,7 @@ server.listen(0, '127.0.0.1', () => {
     const loaded = nativeMod.loadNative();
     if (loaded.available) bench('  scanHead, 8-header request head — native', 1_000_000, () => loaded.scanHead(head, 0, head.length));
     bench('  scanHead, 8-header request head — twin', 1_000_000, () => nativeMod.scanHeadTwin(head, 0, head.length));
+    lbPoolBenchmarks(loaded);
     sock.destroy();
     server.close();
   });

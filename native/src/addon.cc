@@ -12,12 +12,13 @@
 
 #include "js_errors.h"
 #include "peek.h"
+#include "pool.h"
 #include "sockopts.h"
 
 namespace {
 
 // Bumped whenever the JS-visible contract changes, so a stale build is not used by newer JS.
-constexpr int kAbiVersion = 3;  // 2: peek(), 3: scanHead()
+constexpr int kAbiVersion = 4;  // 2: peek(), 3: scanHead(), 4: pool/LB functions (pool.h)
 
 std::string Hint(int err, const char* syscall) {
   const std::string call(syscall);
@@ -143,6 +144,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setTransparent", Napi::Function::New(env, SetTransparent, "setTransparent"));
   exports.Set("localAddress", Napi::Function::New(env, LocalAddress, "localAddress"));
   keel::InitPeek(env, exports);
+  keel::InitPool(env, exports);
   return exports;
 }
 

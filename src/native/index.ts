@@ -10,7 +10,9 @@
 // exact (net.Socket#address()); originalDst's and setTransparent's cannot make the syscall and
 // throw KeelError KEEL_NATIVE_UNAVAILABLE; peek's cannot peek, so it reads the bytes in JS and says
 // so (CaptureImpl.peekMode 'read': the caller owns them and must replay them, see ReplaySocket in
-// src/listener/peek.ts).
+// src/listener/peek.ts). The addon's measured-but-unused functions are handed out by loadNative()
+// only: scanHead (twin: scanHeadTwin) and the pool/LB bookkeeping (`lbPool`, twins and contract in
+// ./lb-pool.ts); the request path uses the faster TypeScript code for both.
 //
 // Sockets are passed as net.Socket / net.Server; the fd is read from the libuv handle
 // (`socket._handle.fd`, Unix only). A raw fd number is also accepted where only the addon can act.
@@ -31,6 +33,7 @@ import type * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { KeelError } from '../common/errors';
+import type { LbPoolImpl } from './lb-pool';
 
 /** An IP endpoint. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are reported as IPv4, family 4. */
 export interface SockAddr {
@@ -105,11 +108,18 @@ export interface CaptureImpl {
 
 /** What loading the addon gave: an implementation, or why there is none. */
 export type NativeLoad =
-  | { readonly available: true; readonly impl: CaptureImpl; readonly path: string; readonly scanHead: (buf: Buffer, start: number, end: number) => number }
+  | {
+      readonly available: true;
+      readonly impl: CaptureImpl;
+      readonly path: string;
+      readonly scanHead: (buf: Buffer, start: number, end: number) => number;
+      /** The addon's pool/LB functions (the request path uses neither these nor their twins; see lb-pool.ts). */
+      readonly lbPool: LbPoolImpl;
+    }
   | { readonly available: false; readonly reason: string };
 
 /** Bump together with kAbiVersion in native/src/addon.cc and EXPECTED_ABI in scripts/build-native.js. */
-const ABI_VERSION = 3;
+const ABI_VERSION = 4;
 const ADDON_RELATIVE = path.join('native', 'build', 'Release', 'keel_native.node');
 
 interface AddonExports {
@@ -118,6 +128,11 @@ interface AddonExports {
   setTransparent(fd: number, family: number): void;
   localAddress(fd: number): SockAddr;
   scanHead(buf: Buffer, start: number, end: number): number;
+  leastRequestPick: LbPoolImpl['leastRequestPick'];
+  edfPick: LbPoolImpl['edfPick'];
+  poolTake: LbPoolImpl['poolTake'];
+  poolPut: LbPoolImpl['poolPut'];
+  readHeaderBlock: LbPoolImpl['readHeaderBlock'];
   peek(
     fd: number,
     maxBytes: number,
@@ -430,7 +445,15 @@ export function loadNative(env: NodeJS.ProcessEnv = process.env, start: string =
       reason: `${ADDON_RELATIVE} is stale (ABI ${String(addon.abiVersion)}, expected ${ABI_VERSION}; rebuild with npm run build)`,
     };
   }
-  return { available: true, impl: nativeImpl(addon), path: file, scanHead: addon.scanHead };
+  const lbPool: LbPoolImpl = {
+    kind: 'native',
+    leastRequestPick: addon.leastRequestPick,
+    edfPick: addon.edfPick,
+    poolTake: addon.poolTake,
+    poolPut: addon.poolPut,
+    readHeaderBlock: addon.readHeaderBlock,
+  };
+  return { available: true, impl: nativeImpl(addon), path: file, scanHead: addon.scanHead, lbPool };
 }
 
 let loaded: NativeLoad | undefined;
