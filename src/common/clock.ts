@@ -7,24 +7,35 @@ let now = Date.now();
 const sweepers = new Set<(now: number) => void>();
 let timer: NodeJS.Timeout | undefined;
 let ticker: NodeJS.Timeout | undefined;
+/** coarseNow() was called since the last tick */
+let used = false;
 
-function ensureTicking(): void {
-  if (ticker !== undefined) return;
-  ticker = setInterval(() => {
-    now = Date.now();
-  }, 100);
-  ticker.unref();
+// The 100 ms ticker runs only while the clock is read: a tick that finds it unread stops it, and
+// the next read restarts it with a fresh Date.now(). An idle proxy then wakes for the sweep alone
+// (a sidecar idles most of its life, and every wake-up costs CPU on every pod).
+function tick(): void {
+  if (!used) {
+    clearInterval(ticker);
+    ticker = undefined;
+    return;
+  }
+  used = false;
+  now = Date.now();
 }
 
 /** Milliseconds, at most ~100 ms stale. */
 export function coarseNow(): number {
-  ensureTicking();
+  if (ticker === undefined) {
+    now = Date.now();
+    ticker = setInterval(tick, 100);
+    ticker.unref();
+  }
+  used = true;
   return now;
 }
 
 /** Calls `fn` about once a second until the returned function is called. */
 export function onSweep(fn: (now: number) => void): () => void {
-  ensureTicking();
   sweepers.add(fn);
   if (timer === undefined) {
     timer = setInterval(() => {
@@ -40,4 +51,9 @@ export function onSweep(fn: (now: number) => void): () => void {
       timer = undefined;
     }
   };
+}
+
+/** Whether the coarse clock's ticker is running (it stops once the clock goes unread). */
+export function coarseClockTicking(): boolean {
+  return ticker !== undefined;
 }
