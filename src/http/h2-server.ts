@@ -62,6 +62,11 @@ function onStreamClose(this: KeelH2Stream): void {
   const state = d.session;
   if (--state.active === 0) state.idleSince = coarseNow();
   if (!d.finished) d.stream.onDownstreamReset();
+  // Close is a stream's last event: let go of keel's side of it. node:http2 keeps its streams in a
+  // Map whose rehashed-away tables V8 keeps (dead, in old space) until a full GC, so a closed
+  // Http2Stream often outlives scavenges; unlinked, it no longer drags the ActiveStream, its
+  // header blocks and its upstream state into old space with it.
+  (this as { [DOWNSTREAM]?: H2Downstream })[DOWNSTREAM] = undefined;
 }
 function onStreamWantTrailers(this: KeelH2Stream): void {
   const d = this[DOWNSTREAM];
