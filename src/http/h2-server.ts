@@ -7,9 +7,9 @@
 // The HCM idle_timeout (no active streams for that long) is checked by the shared one-second sweep:
 // node's session.setTimeout would re-arm a timer on every frame.
 
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import type * as net from 'node:net';
-import { fromH2Headers, toH2Headers } from '../upstream/h2-pool';
+import { fromH2Headers, loadHttp2, toH2Headers } from '../upstream/h2-pool';
 import { coarseNow, onSweep } from '../common/clock';
 import { ownChunk } from '../common/read-buffer';
 import { ConnectionManager } from './conn-manager';
@@ -21,7 +21,9 @@ const CONN_INFO = Symbol('keel.connectionInfo');
 const DOWNSTREAM = Symbol('keel.h2Downstream');
 const SESSION = Symbol('keel.h2Session');
 const NO_INFO: ConnectionInfo = { remoteAddress: '', remotePort: 0, localAddress: '', localPort: 0, secure: false };
-const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+// RFC 9113's END_STREAM flag and INTERNAL_ERROR code (node:http2 is loaded on first use, see loadHttp2)
+const NGHTTP2_FLAG_END_STREAM = 0x1;
+const NGHTTP2_INTERNAL_ERROR = 0x2;
 // respond() copies its options: shared read-only objects instead of one literal per response
 const RESPOND_END: http2.ServerStreamResponseOptions = Object.freeze({ endStream: true });
 const RESPOND_OPEN: http2.ServerStreamResponseOptions = Object.freeze({ endStream: false });
@@ -179,24 +181,29 @@ class H2Downstream implements Downstream {
 
 /** One http2 "server" per connection manager; it never listens, the listener feeds it sockets. */
 export class H2Server {
-  private readonly server: http2.Http2Server;
+  /** node's session machinery, made (and node:http2 loaded) with the first HTTP/2 connection */
+  private server: http2.Http2Server | undefined;
   private readonly sessions = new Set<KeelH2Session>();
   /** the ConnectionInfo of the socket being handed to node (its 'session' event is synchronous) */
   private handing: ConnectionInfo | undefined;
   private stopSweep: (() => void) | undefined;
 
-  constructor(private readonly hcm: ConnectionManager) {
+  constructor(private readonly hcm: ConnectionManager) {}
+
+  private makeServer(): http2.Http2Server {
+    const hcm = this.hcm;
     const h2 = hcm.config.http2;
     const settings: http2.Settings = { enableConnectProtocol: false };
     if (h2.maxConcurrentStreams > 0) settings.maxConcurrentStreams = Math.min(h2.maxConcurrentStreams, 2 ** 31 - 1);
     if (h2.initialStreamWindowSize > 0) settings.initialWindowSize = h2.initialStreamWindowSize;
-    this.server = http2.createServer({
+    const server = loadHttp2().createServer({
       settings,
       maxSessionMemory: 64,
       maxHeaderListPairs: hcm.config.maxHeadersCount * 2,
       maxSendHeaderBlockLength: hcm.maxHeaderBytes * 4,
     });
-    this.server.on('session', this.onSession);
+    server.on('session', this.onSession);
+    return server;
   }
 
   private readonly onSession = (session: http2.ServerHttp2Session): void => {
@@ -246,7 +253,7 @@ export class H2Server {
     (socket as unknown as Record<symbol, ConnectionInfo>)[CONN_INFO] = info;
     this.handing = info;
     try {
-      this.server.emit('connection', socket);
+      (this.server ??= this.makeServer()).emit('connection', socket);
     } finally {
       this.handing = undefined;
     }

@@ -3,14 +3,23 @@
 // Each request is a ClientHttp2Stream wrapped as an UpstreamStream.
 
 import { isCertVerifyError } from '../security/tls-context';
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import type { ErrorCode } from '../common/errors';
 import { ownChunk } from '../common/read-buffer';
 import { HeaderMap } from '../http/headers';
 import type { Host } from './host';
 import type { ConnPool, PoolCallbacks, UpstreamStream } from './types';
 
-const { NGHTTP2_REFUSED_STREAM, NGHTTP2_CANCEL } = http2.constants;
+// RFC 9113 error codes and flags, as node:http2's constants carry them. node:http2 itself is loaded
+// on the first HTTP/2 connection only: an HTTP/1-only proxy never pays its ~4 MB of RSS.
+const NGHTTP2_REFUSED_STREAM = 0x7;
+const NGHTTP2_CANCEL = 0x8;
+const NGHTTP2_FLAG_END_STREAM = 0x1;
+let http2Module: typeof http2 | undefined;
+/** node:http2, loaded on first use. */
+export function loadHttp2(): typeof http2 {
+  return (http2Module ??= require('node:http2') as typeof http2);
+}
 
 /** Connection-specific headers that HTTP/2 forbids (RFC 9113 8.2.2). */
 const H2_FORBIDDEN = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host']);
@@ -130,7 +139,7 @@ class H2UpstreamStream implements UpstreamStream {
   private readonly onResponse = (headers: http2.IncomingHttpHeaders, flags: number): void => {
     this.gotHeaders = true;
     const status = Number(headers[':status']);
-    const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+    const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     this.cb?.onUpstreamHeaders(status, fromH2Headers(headers), endStream, true);
     if (endStream) this.complete();
   };
@@ -194,7 +203,7 @@ class Session {
     const opts: http2.SecureClientSessionOptions = { settings, peerMaxConcurrentStreams: 100 };
     if (tlsOpts) Object.assign(opts, tlsOpts, { ALPNProtocols: ['h2'] });
     if (cfg.upstreamBindSource) (opts as { localAddress?: string }).localAddress = cfg.upstreamBindSource.address;
-    this.s = http2.connect(authority, opts);
+    this.s = loadHttp2().connect(authority, opts);
     this.s.on('connect', this.onConnect);
     this.s.on('error', this.onError);
     this.s.on('close', this.onClose);
