@@ -16,7 +16,7 @@ import { startDemoUpstreams } from './demo';
 import { ISTIO_USAGE, runIstioProxy, runTranslate, wantsIstio } from './istio';
 import { eachFlag, UsageError } from './args';
 import { availableParallelism } from 'node:os';
-import { concurrencyFromEnv, lifecycleFromEnv, runUntilTerminated, startStatus } from '../server/lifecycle';
+import { concurrencyFromEnv, isWorker, lifecycleFromEnv, runUntilTerminated, startStatus, workerIndex } from '../server/lifecycle';
 import type { StatusServers } from '../admin/status';
 
 const USAGE = `usage:
@@ -145,10 +145,7 @@ function parseProxyArgs(argv: string[]): ProxyArgs {
 
 
 // The workers module (node:cluster's primary and worker sides) is required only where workers are
-// in play: a primary with --concurrency > 1, or a worker it forked, which it marks with
-// KEEL_WORKER_INDEX (node:cluster deletes its own NODE_UNIQUE_ID from a worker's environment).
-const isWorker = (): boolean => process.env.KEEL_WORKER_INDEX !== undefined;
-const workerIndex = (): number => Number(process.env.KEEL_WORKER_INDEX ?? '0');
+// in play: a primary with --concurrency > 1, or a worker it forked (see isWorker).
 const workers = (): typeof import('../server/workers') => require('../server/workers') as typeof import('../server/workers');
 
 async function runProxy(argv: string[]): Promise<number> {

@@ -62,3 +62,17 @@ export function runUntilTerminated(server: KeelServer, life: LifecycleOptions, l
     void until?.then(() => stop('shutdown'));
   });
 }
+
+/**
+ * Whether this process is a worker forked by `--concurrency` (the primary marks its workers with
+ * KEEL_WORKER_INDEX; node:cluster deletes its own NODE_UNIQUE_ID from a worker's environment).
+ * Read from the environment so that a single process never loads node:cluster for it.
+ */
+export function isWorker(): boolean {
+  return process.env.KEEL_WORKER_INDEX !== undefined;
+}
+
+/** This worker's index (1..N), 0 in a single process. */
+export function workerIndex(): number {
+  return Number(process.env.KEEL_WORKER_INDEX ?? '0');
+}

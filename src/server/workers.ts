@@ -8,6 +8,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from '../common/logger';
 import type { KeelServer } from './server';
 import { mergeEnvoyStats, workerScrape, type Scrape } from '../stats/scrape';
+import { workerIndex } from './lifecycle';
 
 export interface WorkerMessage {
   readonly keel: 'ready' | 'failed';
@@ -127,14 +128,6 @@ export function runPrimary(n: number, log: Logger, drainTimeMs: number): Promise
     relayScrapes();
     for (let i = 1; i <= n; i++) fork(i);
   });
-}
-
-export function isWorker(): boolean {
-  return cluster.isWorker;
-}
-
-export function workerIndex(): number {
-  return Number(process.env.KEEL_WORKER_INDEX ?? '0');
 }
 
 export function tellPrimary(m: WorkerMessage): void {
