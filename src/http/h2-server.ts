@@ -9,7 +9,7 @@
 
 import type * as http2 from 'node:http2';
 import type * as net from 'node:net';
-import { fromH2Headers, loadHttp2, toH2Headers } from '../upstream/h2-pool';
+import { fromH2Headers, loadHttp2, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, toH2Headers } from '../upstream/h2-pool';
 import { coarseNow, onSweep } from '../common/clock';
 import { ownChunk } from '../common/read-buffer';
 import { ConnectionManager } from './conn-manager';
@@ -21,9 +21,6 @@ const CONN_INFO = Symbol('keel.connectionInfo');
 const DOWNSTREAM = Symbol('keel.h2Downstream');
 const SESSION = Symbol('keel.h2Session');
 const NO_INFO: ConnectionInfo = { remoteAddress: '', remotePort: 0, localAddress: '', localPort: 0, secure: false };
-// RFC 9113's END_STREAM flag and INTERNAL_ERROR code (node:http2 is loaded on first use, see loadHttp2)
-const NGHTTP2_FLAG_END_STREAM = 0x1;
-const NGHTTP2_INTERNAL_ERROR = 0x2;
 // respond() copies its options: shared read-only objects instead of one literal per response
 const RESPOND_END: http2.ServerStreamResponseOptions = Object.freeze({ endStream: true });
 const RESPOND_OPEN: http2.ServerStreamResponseOptions = Object.freeze({ endStream: false });

@@ -10,11 +10,12 @@ import { HeaderMap } from '../http/headers';
 import type { Host } from './host';
 import type { ConnPool, PoolCallbacks, UpstreamStream } from './types';
 
-// RFC 9113 error codes and flags, as node:http2's constants carry them. node:http2 itself is loaded
-// on the first HTTP/2 connection only: an HTTP/1-only proxy never pays its ~4 MB of RSS.
+// RFC 9113 error codes and flags keel uses, as node:http2's constants carry them, for both sides:
+// node:http2 itself is loaded with the first HTTP/2 connection, so an HTTP/1-only proxy never holds it.
+export const NGHTTP2_FLAG_END_STREAM = 0x1;
+export const NGHTTP2_INTERNAL_ERROR = 0x2;
 const NGHTTP2_REFUSED_STREAM = 0x7;
 const NGHTTP2_CANCEL = 0x8;
-const NGHTTP2_FLAG_END_STREAM = 0x1;
 let http2Module: typeof http2 | undefined;
 /** node:http2, loaded on first use. */
 export function loadHttp2(): typeof http2 {
