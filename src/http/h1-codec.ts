@@ -591,7 +591,8 @@ export class H1Parser {
     let noBody: boolean;
     let untilClose = false;
     if (isResponse) {
-      noBody = this.expectNoBody || (status >= 100 && status < 200) || status === 204 || status === 304;
+      // content-length: 0 is complete with the head (no body bytes will come to finish it)
+      noBody = this.expectNoBody || (status >= 100 && status < 200) || status === 204 || status === 304 || (contentLength === 0 && !chunked);
       if (!noBody && !chunked && contentLength < 0) untilClose = true;
       if (noBody) {
         chunked = false;

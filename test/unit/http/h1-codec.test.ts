@@ -196,3 +196,13 @@ t.test('responses: content-length, chunked, until-close, no-body statuses, inter
     t.equal(events[0].kind, 'error');
   }
 });
+
+t.test('a response with content-length: 0 completes with its head, not with the next bytes', async (t) => {
+  const { parser, events } = collect(true);
+  parser.execute(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'));
+  t.same(
+    events.map((e) => e.kind),
+    ['head', 'complete'],
+  );
+  t.equal(events[0].head!.noBody, true, 'reported as a response without a body (endStream on its headers)');
+});
