@@ -320,6 +320,8 @@ export class H1Connection implements UpstreamStream, H1Handler {
       process.nextTick(closeConn, this);
       return;
     }
+    // A response the downstream paused may have ended while paused: the next exchange reads again.
+    if (this.socket.isPaused()) this.socket.resume();
     this.pool.onConnectionFree(this);
   }
 }
