@@ -209,7 +209,6 @@ export const IGNORED_FIELDS: IgnoredFields = {
     add_user_agent: 'user-agent and x-envoy-downstream-service-cluster are not set',
     local_reply_config: 'local replies use the default bodies',
     proxy_100_continue: 'keel answers Expect: 100-continue itself',
-    stream_error_on_invalid_http_message: TUNING,
     http3_protocol_options: null,
     represent_ipv4_remote_address_as_ipv4_mapped_ipv6: null,
     add_proxy_protocol_connection_state: null,
@@ -238,15 +237,8 @@ export const IGNORED_FIELDS: IgnoredFields = {
     allow_custom_methods: TUNING,
   },
   Http2ProtocolOptions: {
-    // flood protection and codec tuning: Node's HTTP/2 implementation has its own limits
-    hpack_table_size: TUNING,
-    max_outbound_frames: TUNING,
-    max_outbound_control_frames: TUNING,
-    max_consecutive_inbound_frames_with_empty_payload: TUNING,
-    max_inbound_priority_frames_per_stream: TUNING,
+    max_inbound_priority_frames_per_stream: 'PRIORITY frames are not acted on, so they are not counted',
     max_inbound_window_update_frames_per_data_frame_sent: TUNING,
-    stream_error_on_invalid_http_messaging: TUNING,
-    override_stream_error_on_invalid_http_message: TUNING,
     max_header_field_size_kb: TUNING,
     allow_metadata: TUNING,
     connection_keepalive: 'HTTP/2 PING keepalive is not sent',
@@ -356,6 +348,10 @@ const DEFAULT_HTTP2: Http2Options = {
   initialStreamWindowSize: 268_435_456,
   initialConnectionWindowSize: 268_435_456,
   allowConnect: false,
+  hpackTableSize: 4096,
+  maxOutboundFrames: 10_000,
+  maxOutboundControlFrames: 1000,
+  maxConsecutiveInboundFramesWithEmptyPayload: 1,
 };
 const DEFAULT_MAX_DIRECT_RESPONSE_BODY_BYTES = 4096;
 
@@ -1515,6 +1511,8 @@ function decodeHttp1Options(r: Reader): HttpConnectionManagerConfig['http1'] {
 }
 
 function decodeHttp2Options(r: Reader): Http2Options {
+  const legacy = r.optBool('stream_error_on_invalid_http_messaging');
+  const invalid = r.optBool('override_stream_error_on_invalid_http_message') ?? legacy;
   return {
     maxConcurrentStreams: r.uint32('max_concurrent_streams', DEFAULT_HTTP2.maxConcurrentStreams, { min: 1, max: 2_147_483_647 }),
     initialStreamWindowSize: r.uint32('initial_stream_window_size', DEFAULT_HTTP2.initialStreamWindowSize, { min: 65_535, max: 2_147_483_647 }),
@@ -1523,6 +1521,11 @@ function decodeHttp2Options(r: Reader): Http2Options {
       max: 2_147_483_647,
     }),
     allowConnect: r.bool('allow_connect', false),
+    hpackTableSize: r.uint32('hpack_table_size', DEFAULT_HTTP2.hpackTableSize),
+    maxOutboundFrames: r.uint32('max_outbound_frames', DEFAULT_HTTP2.maxOutboundFrames, { min: 1 }),
+    maxOutboundControlFrames: r.uint32('max_outbound_control_frames', DEFAULT_HTTP2.maxOutboundControlFrames, { min: 1 }),
+    maxConsecutiveInboundFramesWithEmptyPayload: r.uint32('max_consecutive_inbound_frames_with_empty_payload', DEFAULT_HTTP2.maxConsecutiveInboundFramesWithEmptyPayload),
+    ...(invalid !== undefined ? { overrideStreamErrorOnInvalidHttpMessage: invalid } : {}),
   };
 }
 
@@ -1597,6 +1600,7 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
   const serverName = r.str('server_name', 'envoy');
   if (via !== undefined) checkHeaderValue(r, 'via', via);
   checkHeaderValue(r, 'server_name', serverName);
+  const streamErrorOnInvalid = r.optBool('stream_error_on_invalid_http_message');
   const cfg: HttpConnectionManagerConfig = {
     kind: 'http_connection_manager',
     statPrefix,
@@ -1636,6 +1640,7 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
     suppressEnvoyHeaders,
     http1,
     http2,
+    ...(streamErrorOnInvalid !== undefined ? { streamErrorOnInvalidHttpMessage: streamErrorOnInvalid } : {}),
     internalAddressCidrs,
   };
   return statPrefix === '' || routeKind === undefined || routeKind === 'scoped_routes' ? undefined : cfg;

@@ -404,6 +404,8 @@ export interface HttpConnectionManagerConfig {
   readonly suppressEnvoyHeaders: boolean;
   readonly http1: { readonly acceptHttp10: boolean; readonly defaultHostForHttp10?: string };
   readonly http2: Http2Options;
+  /** stream_error_on_invalid_http_message, when set: a malformed HTTP/2 request resets its stream only (default: the connection) */
+  readonly streamErrorOnInvalidHttpMessage?: boolean;
   /** CIDRs counted as internal; empty = RFC 1918 + loopback (Envoy's default behaviour). */
   readonly internalAddressCidrs: readonly string[];
   /** access_log: file / stdout / stderr loggers, in config order */
@@ -457,6 +459,13 @@ export interface Http2Options {
   readonly initialStreamWindowSize: number;
   readonly initialConnectionWindowSize: number;
   readonly allowConnect: boolean;
+  /** Envoy's defaults: 4096, 10000, 1000, 1 (downstream HTTP/2 only: the upstream side is node:http2) */
+  readonly hpackTableSize: number;
+  readonly maxOutboundFrames: number;
+  readonly maxOutboundControlFrames: number;
+  readonly maxConsecutiveInboundFramesWithEmptyPayload: number;
+  /** override_stream_error_on_invalid_http_message (or the deprecated stream_error_on_invalid_http_messaging), when set */
+  readonly overrideStreamErrorOnInvalidHttpMessage?: boolean;
 }
 
 export interface TcpProxyConfig {

@@ -424,11 +424,8 @@ export class Listener {
       return;
     }
     if (chain.h2 && (chain.hcm!.config.codecType === 'HTTP2' || isH2)) {
-      if (consumed) chain.h2.handle(new ReplaySocket(raw, consumed) as unknown as net.Socket, info);
-      else {
-        chain.h2.handle(raw, info);
-        raw.resume();
-      }
+      chain.h2.handle(raw, info, consumed);
+      raw.resume();
       return;
     }
     this.serveH1(raw, chain, consumed, info);

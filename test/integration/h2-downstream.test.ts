@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
+import { connectH2, encodeHeaders, FRAME, headersFrame, parseGoaway } from '../helpers/h2-wire';
 import { bootstrap, cluster, startKeel } from '../helpers/keel';
 import { waitUntil } from '../helpers/wait';
 
@@ -92,6 +93,31 @@ t.test('request headers: cookie crumbs joined, repeated headers kept apart, :aut
   t.same(valuesOf(raw, 'x-forwarded-proto'), ['http']);
 });
 
+t.test('request headers on the wire: host stands in for a missing :authority, :authority wins over host', async (t) => {
+  const up = await upstream((_req, res) => {
+    res.writeHead(200, { 'content-length': 2 });
+    res.end('ok');
+  });
+  const keel = await startKeel(bootstrap(ROUTES, cluster('u', up.port)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const w = await connectH2(keel.port, t);
+  // no :authority: the host header carries the authority (RFC 9113 8.3.1)
+  w.send(headersFrame(1, encodeHeaders([':method', 'GET', ':scheme', 'http', ':path', '/a', 'host', 'only-host.example', 'x-k', 'v']), { endStream: true }));
+  const r1 = await w.response(1);
+  t.equal(r1.status, '200');
+  // both: :authority is the one that counts, and one host header goes upstream
+  w.send(headersFrame(3, encodeHeaders([':method', 'GET', ':scheme', 'http', ':authority', 'auth.example', ':path', '/b', 'host', 'other.example']), { endStream: true }));
+  const r2 = await w.response(3);
+  t.equal(r2.status, '200');
+  t.equal(up.seen.length, 2);
+  t.same(valuesOf(up.seen[0].rawHeaders, 'host'), ['only-host.example']);
+  t.same(valuesOf(up.seen[0].rawHeaders, 'x-k'), ['v']);
+  t.same(valuesOf(up.seen[1].rawHeaders, 'host'), ['auth.example']);
+});
+
 t.test('a large response to an HTTP/2 client arrives whole through stream flow control', async (t) => {
   const body = Buffer.alloc(3 * 1024 * 1024 + 7);
   for (let i = 0; i < body.length; i++) body[i] = (i * 31 + (i >> 10)) & 0xff;
@@ -168,4 +194,61 @@ t.test('idle_timeout closes an HTTP/2 connection with no active stream, not one 
   // and once its stream is done, it is idle too
   await waitUntil(() => busyGoaway || busy.closed || busy.destroyed, 'the busy connection to be closed once idle');
   t.ok(busyGoaway);
+});
+
+t.test('an upstream connection whose response ended while the downstream window held it back serves the next request', async (t) => {
+  // One upstream connection (max_connections: 1), reused by the second request: the first response
+  // fills a 100-byte stream window, so keel pauses the upstream read; the response's end arrives
+  // in the same read. The connection goes back to the pool and must read again.
+  const up = await upstream((req, res) => {
+    const body = 'y'.repeat(req.url === '/first' ? 5000 : 10);
+    res.writeHead(200, { 'content-length': body.length });
+    res.end(body);
+  });
+  const keel = await startKeel(bootstrap(ROUTES, cluster('u', up.port, '    circuit_breakers: { thresholds: [{ max_connections: 1 }] }')));
+  const small = http2.connect(keel.url, { settings: { initialWindowSize: 100 } });
+  t.teardown(async () => {
+    small.close();
+    await keel.stop();
+    await up.close();
+  });
+  const first = await request(small, { ':path': '/first' });
+  t.equal(first.body.length, 5000, 'the first response arrives whole through a 100-byte window');
+  const second = await new Promise<{ headers: http2.IncomingHttpHeaders; body: Buffer }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the second request got no response in 5 s')), 5000);
+    request(small, { ':path': '/second' }).then(
+      (r) => {
+        clearTimeout(timer);
+        resolve(r);
+      },
+      (e) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+  t.equal(second.headers[':status'], 200);
+  t.equal(second.body.toString(), 'y'.repeat(10));
+  t.equal(up.seen.length, 2);
+});
+
+t.test('a connection opened while the listener drains is served once, then told to go (GOAWAY)', async (t) => {
+  const up = await upstream((_req, res) => {
+    res.writeHead(200, { 'content-length': 2 });
+    res.end('ok');
+  });
+  const keel = await startKeel(bootstrap(ROUTES, cluster('u', up.port)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  keel.server.drainListeners({ graceful: true });
+  const w = await connectH2(keel.port, t);
+  w.send(headersFrame(1, encodeHeaders([':method', 'GET', ':scheme', 'http', ':authority', 'a', ':path', '/x']), { endStream: true }));
+  const r = await w.response(1);
+  t.equal(r.status, '200', 'the first stream is served');
+  const goaway = parseGoaway(await w.waitFor((f) => f.type === FRAME.GOAWAY, 'a GOAWAY after the first stream'));
+  t.equal(goaway.lastStreamId, 1, 'naming that stream as the last');
+  t.equal(goaway.code, 0, 'NO_ERROR');
+  await w.expectClose('the connection to close once the stream is done');
 });

@@ -198,7 +198,15 @@ static_resources:
             max_headers_count: 50
             headers_with_underscores_action: REJECT_REQUEST
           http_protocol_options: { accept_http_10: true, default_host_for_http_10: legacy.local }
-          http2_protocol_options: { max_concurrent_streams: 128, initial_stream_window_size: 65536 }
+          http2_protocol_options:
+            max_concurrent_streams: 128
+            initial_stream_window_size: 65536
+            hpack_table_size: 8192
+            max_outbound_frames: 500
+            max_outbound_control_frames: 50
+            max_consecutive_inbound_frames_with_empty_payload: 3
+            override_stream_error_on_invalid_http_message: false
+          stream_error_on_invalid_http_message: true
           upgrade_configs: [{ upgrade_type: WebSocket }]
           strip_any_host_port: true
           merge_slashes: true
@@ -419,7 +427,18 @@ t.test('a realistic bootstrap decodes with the expected values and defaults', as
     maxHeadersCount: 50,
     headersWithUnderscoresAction: 'REJECT_REQUEST',
     http1: { acceptHttp10: true, defaultHostForHttp10: 'legacy.local' },
-    http2: { maxConcurrentStreams: 128, initialStreamWindowSize: 65536, initialConnectionWindowSize: 268435456, allowConnect: false },
+    http2: {
+      maxConcurrentStreams: 128,
+      initialStreamWindowSize: 65536,
+      initialConnectionWindowSize: 268435456,
+      allowConnect: false,
+      hpackTableSize: 8192,
+      maxOutboundFrames: 500,
+      maxOutboundControlFrames: 50,
+      maxConsecutiveInboundFramesWithEmptyPayload: 3,
+      overrideStreamErrorOnInvalidHttpMessage: false,
+    },
+    streamErrorOnInvalidHttpMessage: true,
     upgradeConfigs: [{ upgradeType: 'websocket', enabled: true }],
     stripAnyHostPort: true,
     stripMatchingHostPort: false,
@@ -642,7 +661,16 @@ t.test('defaults of the HTTP connection manager, listener, route and cluster', a
     stripAnyHostPort: false,
     suppressEnvoyHeaders: false,
     http1: { acceptHttp10: false },
-    http2: { maxConcurrentStreams: 2147483647, initialStreamWindowSize: 268435456, initialConnectionWindowSize: 268435456, allowConnect: false },
+    http2: {
+      maxConcurrentStreams: 2147483647,
+      initialStreamWindowSize: 268435456,
+      initialConnectionWindowSize: 268435456,
+      allowConnect: false,
+      hpackTableSize: 4096,
+      maxOutboundFrames: 10000,
+      maxOutboundControlFrames: 1000,
+      maxConsecutiveInboundFramesWithEmptyPayload: 1,
+    },
     internalAddressCidrs: [],
     accessLogs: [],
   });
