@@ -1,0 +1,278 @@
+// keel's own HTTP/2 client towards upstreams (src/upstream/h2-client.ts, h2-pool.ts): flow control
+// both ways with large bodies, the server's SETTINGS_MAX_CONCURRENT_STREAMS (more connections,
+// never more streams per connection), GOAWAY with a stream in flight, a refused stream retried,
+// a malformed response as a protocol error, and the cluster's idle_timeout.
+// Upstreams are node:http2 servers (port 0), except for the malformed response: a raw socket
+// speaking just enough HTTP/2, with keel's own HPACK encoder for its header block.
+import t from 'tap';
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import { HpackEncoder } from '../../src/http/hpack';
+import { bootstrap, cluster, startKeel } from '../helpers/keel';
+import { waitUntil } from '../helpers/wait';
+
+const H2 = `
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }`;
+const ROUTES = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u, retry_policy: { retry_on: refused-stream, num_retries: 2 } } }] }`;
+
+interface H2Upstream {
+  port: number;
+  server: http2.Http2Server;
+  sessions: Set<http2.ServerHttp2Session>;
+  close(): Promise<void>;
+}
+
+async function h2Upstream(handler: (s: http2.ServerHttp2Stream, h: http2.IncomingHttpHeaders) => void, settings: http2.Settings = {}): Promise<H2Upstream> {
+  const server = http2.createServer({ settings });
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const u: H2Upstream = {
+    port: 0,
+    server,
+    sessions,
+    close: () =>
+      new Promise((r) => {
+        for (const s of sessions) s.destroy();
+        server.close(() => r());
+      }),
+  };
+  server.on('session', (s) => {
+    sessions.add(s);
+    s.on('close', () => sessions.delete(s));
+  });
+  server.on('stream', (s, h) => {
+    s.on('error', () => undefined); // a stream closed with an error code (refused) reports it here
+    handler(s, h);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  u.port = (server.address() as net.AddressInfo).port;
+  return u;
+}
+
+function get(port: number, path: string, body?: Buffer): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method: body ? 'POST' : 'GET', agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+t.test('large bodies both ways through HTTP/2 flow control, with trailers', async (t) => {
+  const up = await h2Upstream((s, h) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => {
+      const got = Buffer.concat(chunks);
+      const size = Number(String(h[':path']).slice(1)) || 0;
+      s.respond({ ':status': 200, 'x-got': String(got.length) }, { waitForTrailers: true });
+      s.on('wantTrailers', () => s.sendTrailers({ 'x-done': 'yes' }));
+      s.end(Buffer.alloc(size, 'z'));
+    });
+  });
+  // small windows on keel's side make both directions wait for WINDOW_UPDATEs
+  const small = H2.replace('http2_protocol_options: {}', 'http2_protocol_options: { initial_stream_window_size: 65535, initial_connection_window_size: 65535 }');
+  const keel = await startKeel(bootstrap(ROUTES, cluster('u', up.port, small)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const body = Buffer.alloc(1_000_000, 'q');
+  const r = await get(keel.port, '/2000000', body);
+  t.equal(r.status, 200);
+  t.equal(r.headers['x-got'], String(body.length), 'the 1 MB request body reached the upstream whole');
+  t.equal(r.body.length, 2_000_000, 'the 2 MB response arrived whole');
+  t.ok(r.body.every((b) => b === 0x7a), 'and intact');
+});
+
+t.test("the server's SETTINGS_MAX_CONCURRENT_STREAMS: more connections, never more streams on one", async (t) => {
+  const held: http2.ServerHttp2Stream[] = [];
+  let release: () => void = () => undefined;
+  const allHeld = new Promise<void>((r) => (release = r));
+  const up = await h2Upstream(
+    (s) => {
+      held.push(s);
+      if (held.length === 5) release();
+    },
+    { maxConcurrentStreams: 2 },
+  );
+  // no retries here: a stream over the server's limit would be refused and fail the request
+  const noRetry = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u } }] }`;
+  const keel = await startKeel(bootstrap(noRetry, cluster('u', up.port, H2)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  // five requests in one burst (one HTTP/2 client write): all wait for the first upstream connection
+  const client = http2.connect(`http://127.0.0.1:${keel.port}`);
+  t.teardown(() => client.close());
+  const all = Promise.all(
+    [1, 2, 3, 4, 5].map(
+      (i) =>
+        new Promise<{ status: number }>((resolve, reject) => {
+          const req = client.request({ ':path': `/r${i}` });
+          req.on('response', (h) => resolve({ status: Number(h[':status']) }));
+          req.on('error', reject);
+          req.resume();
+          req.end();
+        }),
+    ),
+  );
+  await allHeld;
+  // the five streams are all open now: count them per session
+  const perSession = [...new Set(held.map((s) => s.session))].map((sess) => held.filter((s) => s.session === sess).length);
+  t.ok(
+    perSession.every((n) => n <= 2),
+    `at most 2 open streams on a session (saw ${perSession.join(', ')})`,
+  );
+  t.ok(up.sessions.size >= 3, `5 streams need at least 3 connections (saw ${up.sessions.size})`);
+  for (const s of held) s.respond({ ':status': 204 }, { endStream: true });
+  const res = await all;
+  t.same(
+    res.map((r) => r.status),
+    [204, 204, 204, 204, 204],
+  );
+});
+
+t.test('GOAWAY from the upstream: the stream in flight completes, the next request gets a new connection', async (t) => {
+  let inFlight: http2.ServerHttp2Stream | undefined;
+  const up = await h2Upstream((s, h) => {
+    if (h[':path'] === '/slow') inFlight = s;
+    else s.respond({ ':status': 200, 'x-session': String([...up.sessions].indexOf(s.session!)) }, { endStream: true });
+  });
+  const keel = await startKeel(bootstrap(ROUTES, cluster('u', up.port, H2)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const slow = get(keel.port, '/slow');
+  await waitUntil(() => inFlight !== undefined, 'the slow stream at the upstream', 5000);
+  const first = inFlight!.session!;
+  first.goaway(0, 1); // NO_ERROR, last stream id 1: the slow stream is processed
+  inFlight!.respond({ ':status': 200 });
+  inFlight!.end('finished');
+  const r = await slow;
+  t.equal(r.status, 200);
+  t.equal(r.body.toString(), 'finished', 'the stream in flight at the GOAWAY completed');
+  const next = await get(keel.port, '/next');
+  t.equal(next.status, 200);
+  await waitUntil(() => up.sessions.size >= 1 && ![...up.sessions].every((s) => s === first), 'a new upstream connection', 5000);
+});
+
+t.test('a refused stream is retried (retry_on: refused-stream)', async (t) => {
+  let n = 0;
+  const up = await h2Upstream((s) => {
+    if (++n === 1) s.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    else s.respond({ ':status': 200 }, { endStream: true });
+  });
+  const keel = await startKeel(bootstrap(ROUTES, cluster('u', up.port, H2)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  const r = await get(keel.port, '/x');
+  t.equal(r.status, 200, 'the second attempt answered');
+  t.equal(n, 2, 'two attempts reached the upstream');
+});
+
+/** A raw HTTP/2 server: SETTINGS, then for each HEADERS frame the given response header block. */
+async function rawH2Upstream(fields: [string, string][]): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => undefined);
+    const enc = new HpackEncoder();
+    let buf = Buffer.alloc(0);
+    let preface = false;
+    sock.write(frame(4, 0, 0, Buffer.alloc(0)));
+    sock.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (!preface) {
+        if (buf.length < 24) return;
+        buf = buf.subarray(24);
+        preface = true;
+      }
+      while (buf.length >= 9) {
+        const len = buf.readUIntBE(0, 3);
+        if (buf.length < 9 + len) return;
+        const type = buf[3];
+        const flags = buf[4];
+        const sid = buf.readUInt32BE(5) & 0x7fffffff;
+        buf = buf.subarray(9 + len);
+        if (type === 4 && !(flags & 1)) sock.write(frame(4, 1, 0, Buffer.alloc(0)));
+        if (type === 1) {
+          enc.begin();
+          for (const [k, v] of fields) enc.field(k, v);
+          sock.write(frame(1, 0x4 | 0x1, sid, Buffer.from(enc.end())));
+        }
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+function frame(type: number, flags: number, sid: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(sid, 5);
+  return Buffer.concat([h, payload]);
+}
+
+t.test('a malformed upstream response is a protocol error (502, UPE), and a good one passes', async (t) => {
+  const bad = await rawH2Upstream([
+    [':status', '200'],
+    ['connection', 'close'],
+  ]);
+  const good = await rawH2Upstream([
+    [':status', '200'],
+    ['x-raw', 'ok'],
+  ]);
+  const routes = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: /bad }, route: { cluster: bad } }, { match: { prefix: / }, route: { cluster: good } }] }`;
+  const keel = await startKeel(bootstrap(routes, cluster('bad', bad.port, H2) + cluster('good', good.port, H2)));
+  t.teardown(async () => {
+    await keel.stop();
+    await bad.close();
+    await good.close();
+  });
+  const r = await get(keel.port, '/bad');
+  t.equal(r.status, 502);
+  t.match(r.body.toString(), /protocol error/);
+  const ok = await get(keel.port, '/fine');
+  t.equal(ok.status, 200, 'a response written with keel HPACK by a raw server is read back');
+  t.equal(ok.headers['x-raw'], 'ok');
+});
+
+t.test("the cluster's idle_timeout closes an idle upstream HTTP/2 connection", async (t) => {
+  const up = await h2Upstream((s) => s.respond({ ':status': 200 }, { endStream: true }));
+  const idle = H2.replace(
+    'explicit_http_config: { http2_protocol_options: {} }',
+    'explicit_http_config: { http2_protocol_options: {} }\n        common_http_protocol_options: { idle_timeout: 0.2s }',
+  );
+  const keel = await startKeel(bootstrap(ROUTES, cluster('u', up.port, idle)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  t.equal((await get(keel.port, '/a')).status, 200);
+  t.equal(up.sessions.size, 1);
+  await waitUntil(() => up.sessions.size === 0, 'the idle upstream connection to close', 5000);
+  t.equal((await get(keel.port, '/b')).status, 200, 'and a new one serves the next request');
+});
