@@ -401,7 +401,7 @@ export class H2Stream extends H2StreamState implements Downstream {
     recvWindow: number,
     sendWindow: number,
   ) {
-    super(id, recvWindow, sendWindow);
+    super(conn, id, recvWindow, sendWindow);
   }
 
   deliver(chunk: Buffer, endStream: boolean): void {
@@ -453,13 +453,11 @@ export class H2Stream extends H2StreamState implements Downstream {
   }
 
   pauseRequest(): void {
-    this.paused = true;
+    this.holdWindow();
   }
 
   resumeRequest(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.conn.replenish(this);
+    this.releaseWindow();
   }
 
   onStreamComplete(): void {

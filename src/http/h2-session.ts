@@ -148,6 +148,8 @@ export abstract class H2StreamState {
   queueTrailers: HeaderMap | undefined = undefined;
 
   constructor(
+    /** the session the stream belongs to */
+    protected readonly session: { replenish(s: H2StreamState): void },
     /** the stream id (a client stream gets its own when it is opened) */
     public id: number,
     recvWindow: number,
@@ -155,6 +157,18 @@ export abstract class H2StreamState {
   ) {
     this.recvWindow = recvWindow;
     this.sendWindow = sendWindow;
+  }
+
+  /** The owner can take no more body: the peer's window is not credited back meanwhile. */
+  holdWindow(): void {
+    this.paused = true;
+  }
+
+  /** The owner takes body again: what it took while holding is credited back. */
+  releaseWindow(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.session.replenish(this);
   }
 
   /** Body bytes for the stream's owner (a view of the read buffer: copy to keep). */

@@ -296,6 +296,16 @@ function reason(bad: number): string | undefined {
   return (bad & 15) !== 0 ? NAME_REASONS[bad & 15] : VALUE_REASONS[bad >>> 4];
 }
 
+/** A dynamic table ring's entries, newest first (tests and debugging). */
+function ringEntries(names: readonly string[], values: readonly string[], head: number, mask: number, count: number): [string, string][] {
+  const r: [string, string][] = [];
+  for (let i = 0; i < count; i++) {
+    const s = (head - i) & mask;
+    r.push([names[s], values[s]]);
+  }
+  return r;
+}
+
 function ringCapacity(maxSize: number): number {
   let cap = 16;
   while (cap < (maxSize >>> 5) + 1) cap *= 2;
@@ -356,12 +366,7 @@ export class HpackDecoder {
   get tableMaxSize(): number { return this.max; }
   /** The dynamic table's entries, newest first (index 62 first): for tests and debugging. */
   tableEntries(): [string, string][] {
-    const r: [string, string][] = [];
-    for (let i = 0; i < this.count; i++) {
-      const s = (this.head - i) & this.mask;
-      r.push([this.names[s], this.values[s]]);
-    }
-    return r;
+    return ringEntries(this.names, this.values, this.head, this.mask, this.count);
   }
 
   /**
@@ -574,12 +579,7 @@ export class HpackEncoder {
 
   /** The encoder's view of the dynamic table, newest first: for tests. */
   tableEntries(): [string, string][] {
-    const r: [string, string][] = [];
-    for (let i = 0; i < this.count; i++) {
-      const s = (this.head - i) & this.mask;
-      r.push([this.names[s], this.values[s]]);
-    }
-    return r;
+    return ringEntries(this.names, this.values, this.head, this.mask, this.count);
   }
   get tableSize(): number { return this.size; }
   get tableMaxSize(): number { return this.max; }

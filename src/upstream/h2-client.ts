@@ -399,7 +399,7 @@ export class H2ClientStream extends H2StreamState implements UpstreamStream {
     recvWindow: number,
     sendWindow: number,
   ) {
-    super(0, recvWindow, sendWindow);
+    super(conn, 0, recvWindow, sendWindow);
     this.host = conn.host;
   }
 
@@ -431,13 +431,11 @@ export class H2ClientStream extends H2StreamState implements UpstreamStream {
   }
 
   pauseResponse(): void {
-    this.paused = true;
+    this.holdWindow();
   }
 
   resumeResponse(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.conn.replenish(this);
+    this.releaseWindow();
   }
 
   reset(): void {

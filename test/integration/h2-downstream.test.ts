@@ -50,6 +50,20 @@ function request(client: http2.ClientHttp2Session, headers: http2.OutgoingHttpHe
   });
 }
 
+/** keel in front of an upstream answering every request 200 "ok" (both closed at teardown). */
+async function okKeel(t: { teardown(fn: () => Promise<void>): void }): Promise<{ up: Awaited<ReturnType<typeof upstream>>; keel: Awaited<ReturnType<typeof startKeel>> }> {
+  const up = await upstream((_req, res) => {
+    res.writeHead(200, { 'content-length': 2 });
+    res.end('ok');
+  });
+  const keel = await startKeel(bootstrap(ROUTES, cluster('u', up.port)));
+  t.teardown(async () => {
+    await keel.stop();
+    await up.close();
+  });
+  return { up, keel };
+}
+
 /** name -> values, in order, from a raw header list */
 function valuesOf(raw: string[], name: string): string[] {
   const out: string[] = [];
@@ -94,15 +108,7 @@ t.test('request headers: cookie crumbs joined, repeated headers kept apart, :aut
 });
 
 t.test('request headers on the wire: host stands in for a missing :authority, :authority wins over host', async (t) => {
-  const up = await upstream((_req, res) => {
-    res.writeHead(200, { 'content-length': 2 });
-    res.end('ok');
-  });
-  const keel = await startKeel(bootstrap(ROUTES, cluster('u', up.port)));
-  t.teardown(async () => {
-    await keel.stop();
-    await up.close();
-  });
+  const { up, keel } = await okKeel(t);
   const w = await connectH2(keel.port, t);
   // no :authority: the host header carries the authority (RFC 9113 8.3.1)
   w.send(headersFrame(1, encodeHeaders([':method', 'GET', ':scheme', 'http', ':path', '/a', 'host', 'only-host.example', 'x-k', 'v']), { endStream: true }));
@@ -233,15 +239,7 @@ t.test('an upstream connection whose response ended while the downstream window 
 });
 
 t.test('a connection opened while the listener drains is served once, then told to go (GOAWAY)', async (t) => {
-  const up = await upstream((_req, res) => {
-    res.writeHead(200, { 'content-length': 2 });
-    res.end('ok');
-  });
-  const keel = await startKeel(bootstrap(ROUTES, cluster('u', up.port)));
-  t.teardown(async () => {
-    await keel.stop();
-    await up.close();
-  });
+  const { keel } = await okKeel(t);
   keel.server.drainListeners({ graceful: true });
   const w = await connectH2(keel.port, t);
   w.send(headersFrame(1, encodeHeaders([':method', 'GET', ':scheme', 'http', ':authority', 'a', ':path', '/x']), { endStream: true }));
