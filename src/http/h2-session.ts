@@ -12,6 +12,7 @@
 // shared read buffer past the read callback (a partial frame is copied).
 
 import type * as net from 'node:net';
+import { LOGGERS } from '../common/logger';
 import type { HeaderMap } from './headers';
 import {
   DEFAULT_MAX_FRAME_SIZE,
@@ -35,6 +36,7 @@ import {
   H2_ENHANCE_YOUR_CALM,
   H2_FLOW_CONTROL_ERROR,
   H2_FRAME_SIZE_ERROR,
+  H2_INTERNAL_ERROR,
   H2_PROTOCOL_ERROR,
   H2_STREAM_CLOSED,
   MAX_FRAME_SIZE_LIMIT,
@@ -269,21 +271,29 @@ export abstract class H2Session<S extends H2StreamState> {
       pos = this.preface(buf, end);
       if (pos < 0 || (this.state as SessionState) !== SessionState.Open) return;
     }
-    while (end - pos >= 9) {
-      const len = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2];
-      // we never announce a SETTINGS_MAX_FRAME_SIZE above the default
-      if (len > DEFAULT_MAX_FRAME_SIZE) {
-        this.connectionError(H2_FRAME_SIZE_ERROR);
-        return;
+    try {
+      while (end - pos >= 9) {
+        const len = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2];
+        // we never announce a SETTINGS_MAX_FRAME_SIZE above the default
+        if (len > DEFAULT_MAX_FRAME_SIZE) {
+          this.connectionError(H2_FRAME_SIZE_ERROR);
+          return;
+        }
+        const start = pos + 9;
+        if (end - start < len) break;
+        const type = buf[pos + 3];
+        const flags = buf[pos + 4];
+        const sid = ((buf[pos + 5] & 0x7f) << 24) | (buf[pos + 6] << 16) | (buf[pos + 7] << 8) | buf[pos + 8];
+        pos = start + len;
+        this.frame(buf, type, flags, sid, start, pos);
+        if (this.state >= SessionState.Closing) return;
       }
-      const start = pos + 9;
-      if (end - start < len) break;
-      const type = buf[pos + 3];
-      const flags = buf[pos + 4];
-      const sid = ((buf[pos + 5] & 0x7f) << 24) | (buf[pos + 6] << 16) | (buf[pos + 7] << 8) | buf[pos + 8];
-      pos = start + len;
-      this.frame(buf, type, flags, sid, start, pos);
-      if (this.state >= SessionState.Closing) return;
+    } catch (e) {
+      // A bug of ours, or of what a frame was handed to (the peer's bad input ends in a protocol
+      // error, not here): this connection ends, the process goes on.
+      LOGGERS.get('keel')?.error(`http2: internal error, connection closed: ${(e as Error).stack ?? String(e)}`);
+      this.connectionError(H2_INTERNAL_ERROR);
+      return;
     }
     if (pos < end) this.partial = owned ? buf.subarray(pos, end) : Buffer.from(buf.subarray(pos, end));
   }
