@@ -209,6 +209,8 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
       this.closeStream(s);
       s.fail('KEEL_UPSTREAM_RESET', 'refused stream');
     }
+    // requests waiting for a slot here get another connection
+    this.events.onStreamSlot(this);
   }
 
   protected override onStreamClosed(): void {
@@ -227,11 +229,15 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
   open(s: H2ClientStream, headers: HeaderMap, endStream: boolean): void {
     this.reserved--;
     if (this.state !== SessionState.Open || this.goingAway) {
+      // never on the wire: nothing may be sent for it
+      s.closed = true;
       s.fail('KEEL_UPSTREAM_RESET', 'refused stream');
       return;
     }
     const id = this.nextStreamId;
     this.nextStreamId += 2;
+    // stream ids run out at 2^31: this connection takes no more, the pool opens another
+    if (this.nextStreamId > 0x7fffffff) this.goingAway = true;
     this.lastStreamId = id;
     s.bind(id, this.peerInitialWindow);
     this.streams.set(id, s);
@@ -329,6 +335,11 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
 
   protected override malformed(s: H2ClientStream): void {
     this.resetStream(s, H2_PROTOCOL_ERROR);
+  }
+
+  /** A frame the stream's state does not allow (DATA before the response headers). */
+  streamProtocolError(s: H2ClientStream): void {
+    this.malformed(s);
   }
 
   protected override maybeClose(s: H2ClientStream): void {
@@ -466,6 +477,11 @@ export class H2ClientStream extends H2StreamState implements UpstreamStream {
   deliver(chunk: Buffer, endStream: boolean): void {
     const cb = this.cb;
     if (cb === undefined) return;
+    if (!this.gotHeaders) {
+      // DATA before the response's HEADERS
+      this.conn.streamProtocolError(this);
+      return;
+    }
     if (endStream) this.finish();
     if (chunk.length > 0 || endStream) cb.onUpstreamData(chunk.length > 0 ? chunk : EMPTY, endStream);
   }

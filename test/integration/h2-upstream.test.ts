@@ -182,8 +182,8 @@ t.test('a refused stream is retried (retry_on: refused-stream)', async (t) => {
   t.equal(n, 2, 'two attempts reached the upstream');
 });
 
-/** A raw HTTP/2 server: SETTINGS, then for each HEADERS frame the given response header block. */
-async function rawH2Upstream(fields: [string, string][]): Promise<{ port: number; close(): Promise<void> }> {
+/** A raw HTTP/2 server: SETTINGS, then for each HEADERS frame the given response header block (after a DATA frame, with `dataFirst`). */
+async function rawH2Upstream(fields: [string, string][], dataFirst = false): Promise<{ port: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((sock) => {
     sockets.add(sock);
@@ -209,6 +209,7 @@ async function rawH2Upstream(fields: [string, string][]): Promise<{ port: number
         buf = buf.subarray(9 + len);
         if (type === 4 && !(flags & 1)) sock.write(frame(4, 1, 0, Buffer.alloc(0)));
         if (type === 1) {
+          if (dataFirst) sock.write(frame(0, 0, sid, Buffer.from('early')));
           enc.begin();
           for (const [k, v] of fields) enc.field(k, v);
           sock.write(frame(1, 0x4 | 0x1, sid, Buffer.from(enc.end())));
@@ -236,25 +237,36 @@ function frame(type: number, flags: number, sid: number, payload: Buffer): Buffe
   return Buffer.concat([h, payload]);
 }
 
-t.test('a malformed upstream response is a protocol error (502, UPE), and a good one passes', async (t) => {
+t.test('malformed upstream responses are protocol errors (502, UPE), and a good one passes', async (t) => {
   const bad = await rawH2Upstream([
     [':status', '200'],
     ['connection', 'close'],
   ]);
+  const early = await rawH2Upstream(
+    [
+      [':status', '200'],
+      ['x-raw', 'late'],
+    ],
+    true,
+  );
   const good = await rawH2Upstream([
     [':status', '200'],
     ['x-raw', 'ok'],
   ]);
-  const routes = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: /bad }, route: { cluster: bad } }, { match: { prefix: / }, route: { cluster: good } }] }`;
-  const keel = await startKeel(bootstrap(routes, cluster('bad', bad.port, H2) + cluster('good', good.port, H2)));
+  const routes = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: /bad }, route: { cluster: bad } }, { match: { prefix: /early }, route: { cluster: early } }, { match: { prefix: / }, route: { cluster: good } }] }`;
+  const keel = await startKeel(bootstrap(routes, cluster('bad', bad.port, H2) + cluster('early', early.port, H2) + cluster('good', good.port, H2)));
   t.teardown(async () => {
     await keel.stop();
     await bad.close();
+    await early.close();
     await good.close();
   });
   const r = await get(keel.port, '/bad');
-  t.equal(r.status, 502);
+  t.equal(r.status, 502, 'a connection-specific header in the response');
   t.match(r.body.toString(), /protocol error/);
+  const e = await get(keel.port, '/early');
+  t.equal(e.status, 502, 'DATA before the response headers');
+  t.match(e.body.toString(), /protocol error/);
   const ok = await get(keel.port, '/fine');
   t.equal(ok.status, 200, 'a response written with keel HPACK by a raw server is read back');
   t.equal(ok.headers['x-raw'], 'ok');
