@@ -1,0 +1,62 @@
+// The HTTP/2 codec's limits beyond the conformance suite: max_request_headers_kb (431, the
+// connection goes on), max_consecutive_inbound_frames_with_empty_payload (Envoy's default 1, and
+// configured), and max_outbound_control_frames against a client that makes keel queue PING ACKs
+// while it reads nothing.
+import t from 'tap';
+import { connectH2, continuationFrame, dataFrame, encodeHeaders, ERR, FRAME, h2Options, headersFrame, pingFrame, requestBlock, serverPreface, SETTING, startConformanceKeel, startConformanceUpstream, windowUpdateFrame } from '../helpers/h2-wire';
+
+t.test('a header block over max_request_headers_kb gets 431 and the connection serves on', async (t) => {
+  const { keel } = await startConformanceKeel(t, '          max_request_headers_kb: 8\n');
+  const w = await connectH2(keel.port, t);
+  await serverPreface(w);
+  // 20 KB of header value: HEADERS + CONTINUATION, well past the 8 KB limit
+  const block = encodeHeaders([':method', 'GET', ':scheme', 'http', ':authority', 'a', ':path', '/', 'x-big', 'v'.repeat(20_000)]);
+  w.send(headersFrame(1, block.subarray(0, 16_000), { endStream: true, endHeaders: false }), continuationFrame(1, block.subarray(16_000)));
+  const r = await w.response(1);
+  t.equal(r.status, '431');
+  w.request(3, '/fine');
+  t.equal((await w.response(3)).status, '200', 'the next request on the connection is served');
+});
+
+t.test('consecutive empty DATA frames: past Envoy default of 1 the connection ends', async (t) => {
+  const { keel } = await startConformanceKeel(t);
+  const w = await connectH2(keel.port, t);
+  await serverPreface(w);
+  w.send(headersFrame(1, requestBlock('/up/echo', [], 'POST')), dataFrame(1, ''), dataFrame(1, ''));
+  await w.expectGoaway(ERR.PROTOCOL_ERROR);
+});
+
+t.test('consecutive empty DATA frames: within a configured limit of 3 the request completes', async (t) => {
+  const { keel } = await startConformanceKeel(t, h2Options({ max_consecutive_inbound_frames_with_empty_payload: 3 }));
+  const w = await connectH2(keel.port, t);
+  await serverPreface(w);
+  w.send(headersFrame(1, requestBlock('/up/echo', [], 'POST')), dataFrame(1, ''), dataFrame(1, ''), dataFrame(1, ''), dataFrame(1, 'body', { endStream: true }));
+  const r = await w.response(1);
+  t.equal(r.status, '200');
+  t.equal(r.body.toString(), 'body');
+});
+
+t.test('a client that reads nothing and keeps sending PINGs is cut off (max_outbound_control_frames)', async (t) => {
+  const up = await startConformanceUpstream();
+  t.teardown(() => up.close());
+  const { keel } = await startConformanceKeel(t, h2Options({ max_outbound_control_frames: 20 }), up);
+  // Wide windows and a large response fill keel's socket buffers while the client reads nothing;
+  // every PING after that is an ACK keel has to queue.
+  const w = await connectH2(keel.port, t, { settings: [[SETTING.INITIAL_WINDOW_SIZE, 2 ** 31 - 1]] });
+  await serverPreface(w);
+  w.send(windowUpdateFrame(0, 2 ** 31 - 1 - 65_535));
+  w.request(1, '/up/big/50000000');
+  await w.waitFor((f) => f.type === FRAME.DATA && f.streamId === 1, 'the first DATA of the large response');
+  w.socket.pause();
+  let sent = 0;
+  // a deadline only as a safety net: the loop ends when keel closes the connection
+  const deadline = Date.now() + 20_000;
+  while (!w.socket.destroyed && !w.isClosed && Date.now() < deadline) {
+    const ok = w.socket.write(pingFrame(Buffer.alloc(8, sent & 0xff)));
+    sent++;
+    if (!ok) await new Promise<void>((r) => setImmediate(r));
+    if (sent % 100 === 0) await new Promise<void>((r) => setImmediate(r));
+  }
+  t.ok(w.socket.destroyed || w.isClosed, `keel closed the connection (after ${sent} PINGs)`);
+  t.ok(Date.now() < deadline, 'before the safety deadline');
+});
