@@ -25,9 +25,12 @@ import {
   SETTINGS_MAX_CONCURRENT_STREAMS,
   SETTINGS_MAX_HEADER_LIST_SIZE,
 } from './h2-frames';
-import { EMPTY, H2Limits, H2Session, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from './h2-session';
+import { EMPTY, H2CodecStats, H2Limits, H2Session, newH2CodecStats, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from './h2-session';
 import { HeaderMap } from './headers';
 import { ActiveStream, ConnectionInfo, Downstream } from './stream';
+
+/** Envoy's http2.* counters of every downstream HTTP/2 connection (the listener scope: one set). */
+export const DOWNSTREAM_H2_STATS: H2CodecStats = newH2CodecStats();
 
 /** A client that resets this many of its streams before their responses, and at least half of all its streams, is cut off. */
 const PREMATURE_RESET_MIN = 250;
@@ -36,6 +39,7 @@ const PREMATURE_RESET_LIFETIME_MS = 1000;
 
 /** The HCM's HTTP/2 settings, compiled once per connection manager. */
 export class H2ServerSettings implements H2Limits {
+  readonly stats: H2CodecStats;
   readonly maxConcurrentStreams: number;
   readonly initialStreamWindow: number;
   readonly initialConnectionWindow: number;
@@ -53,6 +57,7 @@ export class H2ServerSettings implements H2Limits {
   constructor(hcm: ConnectionManager) {
     const cfg = hcm.config;
     const h2 = cfg.http2;
+    this.stats = DOWNSTREAM_H2_STATS;
     this.maxConcurrentStreams = h2.maxConcurrentStreams;
     this.initialStreamWindow = h2.initialStreamWindowSize;
     this.initialConnectionWindow = h2.initialConnectionWindowSize;
@@ -196,6 +201,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
     }
     const fields = this.fields;
     if (listSize > this.settings.maxHeaderListSize || fields.length > this.settings.maxHeadersCount * 2 + 8) {
+      this.settings.stats.header_overflow++;
       this.hcm.stats.downstreamRq4xx++;
       this.localStatus(sid, 431, endStream);
       return;
@@ -318,6 +324,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
 
   /** RFC 9113 8.1.1: Envoy ends the connection on a malformed request unless told to reset the stream only. */
   protected override malformed(s: H2Stream): void {
+    this.settings.stats.rx_messaging_error++;
     this.hcm.stats.downstreamRq4xx++;
     if (this.settings.streamErrorOnInvalid) this.resetStream(s, H2_PROTOCOL_ERROR);
     else this.connectionError(H2_PROTOCOL_ERROR);
@@ -325,6 +332,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
 
   /** A malformed request whose stream was never opened. */
   private malformedRequest(sid: number): void {
+    this.settings.stats.rx_messaging_error++;
     this.hcm.stats.downstreamRq4xx++;
     if (this.settings.streamErrorOnInvalid) this.sendRst(sid, H2_PROTOCOL_ERROR);
     else this.connectionError(H2_PROTOCOL_ERROR);

@@ -55,8 +55,24 @@ const RECENT_RESETS = 64;
 const OUT_BLOCK = 16 * 1024;
 export const EMPTY = Buffer.alloc(0);
 
+/** Envoy's HTTP/2 codec counters (http2.* downstream, cluster.<name>.http2.* upstream). */
+export interface H2CodecStats {
+  rx_reset: number;
+  tx_reset: number;
+  header_overflow: number;
+  rx_messaging_error: number;
+  outbound_flood: number;
+  outbound_control_flood: number;
+  inbound_empty_frames_flood: number;
+}
+
+export function newH2CodecStats(): H2CodecStats {
+  return { rx_reset: 0, tx_reset: 0, header_overflow: 0, rx_messaging_error: 0, outbound_flood: 0, outbound_control_flood: 0, inbound_empty_frames_flood: 0 };
+}
+
 /** The limits one end of a connection enforces (Envoy's Http2ProtocolOptions, compiled once). */
 export interface H2Limits {
+  readonly stats: H2CodecStats;
   readonly initialStreamWindow: number;
   readonly initialConnectionWindow: number;
   readonly maxHeaderListSize: number;
@@ -379,6 +395,7 @@ export abstract class H2Session<S extends H2StreamState> {
     const dataLen = end - pad - p;
     if (dataLen === 0 && !endStream) {
       if (++this.emptyFrames > this.limits.maxConsecutiveEmptyFrames) {
+        this.limits.stats.inbound_empty_frames_flood++;
         this.connectionError(H2_PROTOCOL_ERROR);
         return;
       }
@@ -417,6 +434,7 @@ export abstract class H2Session<S extends H2StreamState> {
 
   /** A malformed message on `s` (RFC 9113 8.1.1): by default a stream error. */
   protected malformed(s: S): void {
+    this.limits.stats.rx_messaging_error++;
     this.resetStream(s, H2_PROTOCOL_ERROR);
   }
 
@@ -494,6 +512,7 @@ export abstract class H2Session<S extends H2StreamState> {
     }
     const len = end - start;
     if (len === 0 && (flags & FLAG_END_HEADERS) === 0 && ++this.emptyFrames > this.limits.maxConsecutiveEmptyFrames) {
+      this.limits.stats.inbound_empty_frames_flood++;
       this.connectionError(H2_PROTOCOL_ERROR);
       return;
     }
@@ -557,6 +576,7 @@ export abstract class H2Session<S extends H2StreamState> {
       return;
     }
     const code = buf.readUInt32BE(start);
+    this.limits.stats.rx_reset++;
     this.closeStream(s);
     s.aborted(code, true);
     this.onPeerReset(s, code);
@@ -714,6 +734,7 @@ export abstract class H2Session<S extends H2StreamState> {
   sendRst(sid: number, code: number): void {
     if (this.state >= SessionState.Closing) return;
     if (!this.writeControl(13)) return;
+    this.limits.stats.tx_reset++;
     this.head(4, FRAME_RST_STREAM, 0, sid);
     const b = this.wbuf!;
     b.writeUInt32BE(code, this.wpos);
@@ -818,6 +839,7 @@ export abstract class H2Session<S extends H2StreamState> {
    */
   private writeControl(n: number): boolean {
     if (this.socket.writableNeedDrain && ++this.outControlFrames > this.limits.maxOutboundControlFrames) {
+      this.limits.stats.outbound_control_flood++;
       this.floodClose();
       return false;
     }
@@ -920,6 +942,7 @@ export abstract class H2Session<S extends H2StreamState> {
       this.sendWindow -= len;
       if (endStream) this.localEnd(s);
       if (this.outFrames > this.limits.maxOutboundFrames && this.socket.writableNeedDrain) {
+        this.limits.stats.outbound_flood++;
         this.floodClose();
         return true;
       }

@@ -4,6 +4,7 @@
 // response_code_class). Reading is done only when an admin or Prometheus request asks; nothing here
 // runs on the request path.
 
+import { DOWNSTREAM_H2_STATS } from '../http/h2-connection';
 import { mirrorStatEntries } from '../router/mirror';
 import type { KeelServer } from '../server/server';
 
@@ -83,6 +84,7 @@ export function collectEnvoyStats(keel: KeelServer): EnvoyStat[] {
     gauge('circuit_breakers.default.rq_open', cl.resources.requests.canCreate() ? 0 : 1);
     gauge('circuit_breakers.default.rq_retry_open', cl.resources.retries.canCreate() ? 0 : 1);
     counter('upstream_rq_per_try_idle_timeout', s.upstreamRqPerTryIdleTimeout);
+    if (cl.http2) for (const [k, v] of Object.entries(cl.http2Stats)) counter(`http2.${k}`, v);
     if (cl.config.circuitBreakers.find((t) => t.priority === 'DEFAULT')?.trackRemaining) {
       gauge('circuit_breakers.default.remaining_cx', cl.resources.connections.remaining);
       gauge('circuit_breakers.default.remaining_pending', cl.resources.pendingRequests.remaining);
@@ -125,6 +127,10 @@ export function collectEnvoyStats(keel: KeelServer): EnvoyStat[] {
     ['downstream_cx_total', 'counter'], ['no_route', 'counter'], ['no_cluster', 'counter'], ['rq_redirect', 'counter'], ['rq_direct_response', 'counter'],
   ];
   for (const [k, v] of filterStats) c.add('counter', '', '', '', k, v);
+  // the downstream HTTP/2 codec's counters (Envoy keeps them in the listener scope: http2.*)
+  if (keel.listeners.some((l) => l.connectionManagers.some((h) => h.config.codecType !== 'HTTP1'))) {
+    for (const [k, v] of Object.entries(DOWNSTREAM_H2_STATS)) c.add('counter', '', '', '', `http2.${k}`, v);
+  }
   // request mirroring: shadow outcomes per mirror cluster (src/router/mirror.ts)
   for (const [k, v] of Object.entries(mirrorStatEntries())) c.add('counter', '', '', '', k, v);
   for (const [prefix, vals] of seenPrefix) {

@@ -4,6 +4,7 @@
 // `pickHost` is on the request path and allocates nothing (except building a panic/degraded
 // balancer the first time one is needed after a host-set change).
 
+import { H2CodecStats, newH2CodecStats } from '../http/h2-session';
 import * as dns from 'node:dns';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
@@ -187,6 +188,8 @@ export class Cluster {
   readonly healthChecker?: HealthChecker;
   readonly resources: ResourceManager;
   readonly stats: ClusterStats = newStats();
+  /** Envoy's cluster.<name>.http2.* codec counters, kept by the cluster's HTTP/2 connections */
+  readonly http2Stats: H2CodecStats = newH2CodecStats();
   readonly http2: boolean;
   private dnsTimer: NodeJS.Timeout | undefined;
   /** the cluster's transport_socket TLS (undefined = plaintext) */

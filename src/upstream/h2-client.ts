@@ -11,7 +11,7 @@ import * as tls from 'node:tls';
 import type { ErrorCode } from '../common/errors';
 import { UPSTREAM_READ_BUFFER } from '../common/read-buffer';
 import { CLIENT_PREFACE, H2_CANCEL, H2_PROTOCOL_ERROR, H2_REFUSED_STREAM, SETTINGS_ENABLE_PUSH, SETTINGS_HEADER_TABLE_SIZE, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE } from '../http/h2-frames';
-import { EMPTY, H2Limits, H2Session, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from '../http/h2-session';
+import { EMPTY, H2CodecStats, H2Limits, H2Session, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from '../http/h2-session';
 import { HeaderMap } from '../http/headers';
 import { isCertVerifyError } from '../security/tls-context';
 import type { Host } from './host';
@@ -33,6 +33,7 @@ function openSocket(host: Host, scheme: 'http' | 'https', onRead: (n: number, b:
 
 /** A cluster's HTTP/2 client settings, compiled once per cluster. */
 export class H2ClientSettings implements H2Limits {
+  readonly stats: H2CodecStats;
   readonly initialStreamWindow: number;
   readonly initialConnectionWindow: number;
   readonly maxHeaderListSize = MAX_RESPONSE_HEADERS;
@@ -45,6 +46,7 @@ export class H2ClientSettings implements H2Limits {
 
   constructor(host: Host) {
     const h2 = host.cluster.config.http2;
+    this.stats = host.cluster.http2Stats;
     this.initialStreamWindow = h2.initialStreamWindowSize;
     this.initialConnectionWindow = h2.initialConnectionWindowSize;
     this.maxOutboundFrames = h2.maxOutboundFrames;
@@ -331,10 +333,6 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
     }
     s.headers(status, new HeaderMap(raw), endStream);
     if (endStream) this.maybeClose(s);
-  }
-
-  protected override malformed(s: H2ClientStream): void {
-    this.resetStream(s, H2_PROTOCOL_ERROR);
   }
 
   /** A frame the stream's state does not allow (DATA before the response headers). */

@@ -3,7 +3,14 @@
 // configured), and max_outbound_control_frames against a client that makes keel queue PING ACKs
 // while it reads nothing.
 import t from 'tap';
+import { collectEnvoyStats } from '../../src/stats/envoy-stats';
+import type { RunningKeel } from '../helpers/keel';
 import { connectH2, continuationFrame, dataFrame, encodeHeaders, ERR, FRAME, h2Options, headersFrame, pingFrame, requestBlock, serverPreface, SETTING, startConformanceKeel, startConformanceUpstream, windowUpdateFrame } from '../helpers/h2-wire';
+
+/** A counter of keel's /stats by its Envoy name. */
+function stat(keel: RunningKeel, name: string): number {
+  return collectEnvoyStats(keel.server).find((x) => x.name === name)?.value ?? -1;
+}
 
 t.test('a header block over max_request_headers_kb gets 431 and the connection serves on', async (t) => {
   const { keel } = await startConformanceKeel(t, '          max_request_headers_kb: 8\n');
@@ -14,6 +21,7 @@ t.test('a header block over max_request_headers_kb gets 431 and the connection s
   w.send(headersFrame(1, block.subarray(0, 16_000), { endStream: true, endHeaders: false }), continuationFrame(1, block.subarray(16_000)));
   const r = await w.response(1);
   t.equal(r.status, '431');
+  t.ok(stat(keel, 'http2.header_overflow') >= 1, 'http2.header_overflow counts it');
   w.request(3, '/fine');
   t.equal((await w.response(3)).status, '200', 'the next request on the connection is served');
 });
@@ -22,8 +30,10 @@ t.test('consecutive empty DATA frames: past Envoy default of 1 the connection en
   const { keel } = await startConformanceKeel(t);
   const w = await connectH2(keel.port, t);
   await serverPreface(w);
+  const before = stat(keel, 'http2.inbound_empty_frames_flood');
   w.send(headersFrame(1, requestBlock('/up/echo', [], 'POST')), dataFrame(1, ''), dataFrame(1, ''));
   await w.expectGoaway(ERR.PROTOCOL_ERROR);
+  t.equal(stat(keel, 'http2.inbound_empty_frames_flood'), before + 1, 'http2.inbound_empty_frames_flood counts it');
 });
 
 t.test('consecutive empty DATA frames: within a configured limit of 3 the request completes', async (t) => {
@@ -58,5 +68,6 @@ t.test('a client that reads nothing and keeps sending PINGs is cut off (max_outb
     if (sent % 100 === 0) await new Promise<void>((r) => setImmediate(r));
   }
   t.ok(w.socket.destroyed || w.isClosed, `keel closed the connection (after ${sent} PINGs)`);
+  t.ok(stat(keel, 'http2.outbound_control_flood') >= 1, 'http2.outbound_control_flood counts it');
   t.ok(Date.now() < deadline, 'before the safety deadline');
 });

@@ -9,6 +9,7 @@ import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { HpackEncoder } from '../../src/http/hpack';
+import { collectEnvoyStats } from '../../src/stats/envoy-stats';
 import { bootstrap, cluster, startKeel } from '../helpers/keel';
 import { waitUntil } from '../helpers/wait';
 
@@ -267,6 +268,10 @@ t.test('malformed upstream responses are protocol errors (502, UPE), and a good 
   const e = await get(keel.port, '/early');
   t.equal(e.status, 502, 'DATA before the response headers');
   t.match(e.body.toString(), /protocol error/);
+  const stats = collectEnvoyStats(keel.server);
+  t.equal(stats.find((x) => x.name === 'cluster.bad.http2.rx_messaging_error')?.value, 1, 'counted on the cluster: cluster.bad.http2.rx_messaging_error');
+  t.equal(stats.find((x) => x.name === 'cluster.early.http2.rx_messaging_error')?.value, 1);
+  t.equal(stats.find((x) => x.name === 'cluster.bad.http2.tx_reset')?.value, 1, 'and the stream reset it sent');
   const ok = await get(keel.port, '/fine');
   t.equal(ok.status, 200, 'a response written with keel HPACK by a raw server is read back');
   t.equal(ok.headers['x-raw'], 'ok');

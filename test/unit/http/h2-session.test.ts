@@ -4,10 +4,11 @@
 import t from 'tap';
 import * as net from 'node:net';
 import { H2_INTERNAL_ERROR } from '../../../src/http/h2-frames';
-import { H2Limits, H2Session, H2StreamState, SessionState, settingsPreface } from '../../../src/http/h2-session';
+import { H2Limits, H2Session, H2StreamState, newH2CodecStats, SessionState, settingsPreface } from '../../../src/http/h2-session';
 import { connectH2, encodeHeaders, headersFrame } from '../../helpers/h2-wire';
 
 const LIMITS: H2Limits = {
+  stats: newH2CodecStats(),
   initialStreamWindow: 65535,
   initialConnectionWindow: 65535,
   maxHeaderListSize: 65536,
