@@ -5,7 +5,6 @@
 
 import { isCertVerifyError } from '../security/tls-context';
 import * as net from 'node:net';
-import * as tls from 'node:tls';
 import { coarseNow, onSweep } from '../common/clock';
 import { ownChunk, UPSTREAM_READ_BUFFER } from '../common/read-buffer';
 import type { ErrorCode } from '../common/errors';
@@ -47,12 +46,7 @@ export class H1Connection implements UpstreamStream, H1Handler {
     if (c.upstreamBindSource) (opts as net.TcpNetConnectOpts).localAddress = c.upstreamBindSource.address;
     const tlsOpts = host.cluster.tlsOptionsFor(host);
     if (tlsOpts) {
-      // TLS session resumption, as Envoy does upstream: the host's last session, while the
-      // options it was made with (secrets) are still the current ones.
-      const last = host.tlsSession;
-      const session = last !== undefined && last.options === tlsOpts ? last.session : undefined;
-      this.socket = tls.connect({ ...opts, ...tlsOpts, ...(session ? { session } : {}) });
-      this.socket.on('session', (sess: Buffer) => (host.tlsSession = { options: tlsOpts, session: sess }));
+      this.socket = host.connectTls(opts, tlsOpts, 'h1');
       this.socket.on('data', this.onData);
     } else {
       // Plain TCP reads land in one shared buffer (no Readable machinery, no allocation per

@@ -26,7 +26,7 @@ function openSocket(host: Host, scheme: 'http' | 'https', onRead: (n: number, b:
   const c = host.cluster.config;
   const opts: net.NetConnectOpts = { host: host.address, port: host.port, noDelay: true };
   if (c.upstreamBindSource) (opts as net.TcpNetConnectOpts).localAddress = c.upstreamBindSource.address;
-  if (scheme === 'https') return tls.connect({ ...opts, ...host.cluster.tlsOptionsFor(host), ALPNProtocols: ['h2'] });
+  if (scheme === 'https') return host.connectTls(opts, host.cluster.tlsOptionsFor(host)!, 'h2');
   // plain TCP reads land in the shared upstream read buffer (partial frames are copied)
   return net.connect({ ...opts, onread: { buffer: UPSTREAM_READ_BUFFER, callback: onRead } } as net.NetConnectOpts);
 }

@@ -2,6 +2,8 @@
 // and the active health checker's verdict), and its connection pools (created on first use, one per
 // protocol).
 
+import type * as net from 'node:net';
+import * as tls from 'node:tls';
 import type { EndpointConfig, HealthStatus } from '../config/types';
 import type { Cluster } from './cluster';
 import { H1Pool } from './h1-pool';
@@ -10,6 +12,11 @@ import type { ConnPool } from './types';
 import type { UpstreamTls } from '../security/tls-context';
 
 let hostSeq = 0;
+
+interface TlsSessionEntry {
+  readonly options: object;
+  readonly session: Buffer;
+}
 
 export class Host {
   /** creation order across all hosts (slow start tells first-set hosts from later ones by it) */
@@ -25,8 +32,21 @@ export class Host {
   readonly weight: number;
   /** Its transport socket, chosen once by the cluster (null = plaintext; undefined = not chosen yet). */
   transport: UpstreamTls | null | undefined = undefined;
-  /** The last TLS session with this host and the options it was negotiated with (resumption). */
-  tlsSession: { readonly options: object; readonly session: Buffer } | undefined = undefined;
+  /** The last TLS session with this host per protocol, and the options it was negotiated with (resumption). */
+  private tlsSessions: { h1?: TlsSessionEntry; h2?: TlsSessionEntry } = {};
+
+  /**
+   * A TLS connection to this host that resumes the host's last session of the same protocol, as
+   * Envoy does upstream, while the options it was made with (secrets) are still the current ones.
+   * `h2` offers ALPN h2 only.
+   */
+  connectTls(opts: net.NetConnectOpts, tlsOpts: tls.ConnectionOptions, protocol: 'h1' | 'h2'): tls.TLSSocket {
+    const last = this.tlsSessions[protocol];
+    const session = last !== undefined && last.options === tlsOpts ? last.session : undefined;
+    const socket = tls.connect({ ...opts, ...tlsOpts, ...(protocol === 'h2' ? { ALPNProtocols: ['h2'] } : {}), ...(session ? { session } : {}) });
+    socket.on('session', (sess: Buffer) => (this.tlsSessions[protocol] = { options: tlsOpts, session: sess }));
+    return socket;
+  }
 
   constructor(
     readonly cluster: Cluster,

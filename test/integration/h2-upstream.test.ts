@@ -300,6 +300,13 @@ t.test('HTTP/2 over TLS at both ends: large bodies, trailers and many streams th
   // split across records, partial frames kept between reads, both directions.
   const { crt, key } = await selfSignedCert();
   const server = http2.createSecureServer({ cert: readFileSync(crt), key: readFileSync(key) });
+  const reused: boolean[] = [];
+  const upSessions = new Set<http2.ServerHttp2Session>();
+  server.on('secureConnection', (sock: import('node:tls').TLSSocket) => reused.push(sock.isSessionReused()));
+  server.on('session', (sess) => {
+    upSessions.add(sess);
+    sess.on('close', () => upSessions.delete(sess));
+  });
   server.on('stream', (s, h) => {
     s.on('error', () => undefined);
     const chunks: Buffer[] = [];
@@ -348,9 +355,13 @@ t.test('HTTP/2 over TLS at both ends: large bodies, trailers and many streams th
     });
   const big = await one(0, 700_000, 1_500_000);
   t.same(big, { status: 200, got: '700000', len: 1_500_000, trailer: 'yes' }, 'large both ways, trailers through');
+  // the upstream sends GOAWAY: keel's next connection to it resumes the TLS session
+  for (const sess of upSessions) sess.close();
+  await waitUntil(() => upSessions.size === 0, 'the first upstream connection to close', 5000);
   const many = await Promise.all(Array.from({ length: 40 }, (_, i) => one(i + 1, 1000 + i, 2000 + i)));
   t.ok(
     many.every((r, i) => r.status === 200 && r.got === String(1000 + i) && r.len === 2000 + i && r.trailer === 'yes'),
     '40 concurrent streams, each with its own body sizes and trailers',
   );
+  t.same(reused.slice(0, 2), [false, true], 'the second upstream connection resumed the first one\'s TLS session');
 });
