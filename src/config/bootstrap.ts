@@ -236,12 +236,12 @@ export const IGNORED_FIELDS: IgnoredFields = {
     use_balsa_parser: TUNING,
     allow_custom_methods: TUNING,
   },
+  KeepaliveSettings: { connection_idle_interval: 'PINGs are sent every interval, idle or not' },
   Http2ProtocolOptions: {
     max_inbound_priority_frames_per_stream: 'PRIORITY frames are not acted on, so they are not counted',
     max_inbound_window_update_frames_per_data_frame_sent: TUNING,
     max_header_field_size_kb: TUNING,
     allow_metadata: TUNING,
-    connection_keepalive: 'HTTP/2 PING keepalive is not sent',
   },
   UpstreamHttpProtocolOptions: {
     upstream_http_protocol_options: 'auto_sni and auto_san_validation are not implemented',
@@ -1513,6 +1513,9 @@ function decodeHttp1Options(r: Reader): HttpConnectionManagerConfig['http1'] {
 function decodeHttp2Options(r: Reader): Http2Options {
   const legacy = r.optBool('stream_error_on_invalid_http_messaging');
   const invalid = r.optBool('override_stream_error_on_invalid_http_message') ?? legacy;
+  const ka = r.sub('connection_keepalive', 'KeepaliveSettings', decodeKeepalive);
+  // without an interval Envoy sends no periodic PING (connection_idle_interval alone is not modelled)
+  const keepalive = ka !== undefined && ka.intervalMs > 0 ? ka : undefined;
   return {
     maxConcurrentStreams: r.uint32('max_concurrent_streams', DEFAULT_HTTP2.maxConcurrentStreams, { min: 1, max: 2_147_483_647 }),
     initialStreamWindowSize: r.uint32('initial_stream_window_size', DEFAULT_HTTP2.initialStreamWindowSize, { min: 65_535, max: 2_147_483_647 }),
@@ -1526,6 +1529,17 @@ function decodeHttp2Options(r: Reader): Http2Options {
     maxOutboundControlFrames: r.uint32('max_outbound_control_frames', DEFAULT_HTTP2.maxOutboundControlFrames, { min: 1 }),
     maxConsecutiveInboundFramesWithEmptyPayload: r.uint32('max_consecutive_inbound_frames_with_empty_payload', DEFAULT_HTTP2.maxConsecutiveInboundFramesWithEmptyPayload),
     ...(invalid !== undefined ? { overrideStreamErrorOnInvalidHttpMessage: invalid } : {}),
+    ...(keepalive !== undefined ? { keepalive } : {}),
+  };
+}
+
+function decodeKeepalive(k: Reader): NonNullable<Http2Options['keepalive']> {
+  const timeoutMs = k.duration('timeout', 0, { minMs: 1 });
+  if (!k.has('timeout')) k.problem('timeout is required', 'timeout');
+  return {
+    intervalMs: k.duration('interval', 0, { minMs: 1 }),
+    timeoutMs,
+    jitterPercent: k.sub('interval_jitter', 'Percent', (p) => p.num('value', 15, { min: 0, max: 100 })) ?? 15,
   };
 }
 

@@ -466,6 +466,8 @@ export interface Http2Options {
   readonly maxConsecutiveInboundFramesWithEmptyPayload: number;
   /** override_stream_error_on_invalid_http_message (or the deprecated stream_error_on_invalid_http_messaging), when set */
   readonly overrideStreamErrorOnInvalidHttpMessage?: boolean;
+  /** connection_keepalive: a PING every interval (± jitter); no ACK within timeout closes the connection */
+  readonly keepalive?: { readonly intervalMs: number; readonly timeoutMs: number; readonly jitterPercent: number };
 }
 
 export interface TcpProxyConfig {

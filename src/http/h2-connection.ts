@@ -50,6 +50,7 @@ export class H2ServerSettings implements H2Limits {
   readonly maxOutboundControlFrames: number;
   readonly maxConsecutiveEmptyFrames: number;
   readonly hpackTableSize: number;
+  readonly keepalive: H2Limits['keepalive'];
   readonly underscores: 'ALLOW' | 'REJECT_REQUEST' | 'DROP_HEADER';
   /** our SETTINGS frame and the connection WINDOW_UPDATE, as sent at the start of every connection */
   readonly preface: Buffer;
@@ -68,6 +69,7 @@ export class H2ServerSettings implements H2Limits {
     this.maxOutboundControlFrames = h2.maxOutboundControlFrames;
     this.maxConsecutiveEmptyFrames = h2.maxConsecutiveInboundFramesWithEmptyPayload;
     this.hpackTableSize = h2.hpackTableSize;
+    this.keepalive = h2.keepalive;
     this.underscores = cfg.headersWithUnderscoresAction;
     const settings: [number, number][] = [
       [SETTINGS_MAX_CONCURRENT_STREAMS, this.maxConcurrentStreams],
@@ -104,6 +106,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
     socket.on('close', this.onClose);
     socket.on('drain', this.onDrain);
     socket.on('end', this.onEnd);
+    this.startKeepalive();
   }
 
   /** Bytes already read off the socket (protocol sniffing) are parsed first. */

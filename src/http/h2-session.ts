@@ -37,6 +37,7 @@ import {
   H2_FLOW_CONTROL_ERROR,
   H2_FRAME_SIZE_ERROR,
   H2_INTERNAL_ERROR,
+  H2_NO_ERROR,
   H2_PROTOCOL_ERROR,
   H2_STREAM_CLOSED,
   MAX_FRAME_SIZE_LIMIT,
@@ -64,10 +65,11 @@ export interface H2CodecStats {
   outbound_flood: number;
   outbound_control_flood: number;
   inbound_empty_frames_flood: number;
+  keepalive_timeout: number;
 }
 
 export function newH2CodecStats(): H2CodecStats {
-  return { rx_reset: 0, tx_reset: 0, header_overflow: 0, rx_messaging_error: 0, outbound_flood: 0, outbound_control_flood: 0, inbound_empty_frames_flood: 0 };
+  return { rx_reset: 0, tx_reset: 0, header_overflow: 0, rx_messaging_error: 0, outbound_flood: 0, outbound_control_flood: 0, inbound_empty_frames_flood: 0, keepalive_timeout: 0 };
 }
 
 /** The limits one end of a connection enforces (Envoy's Http2ProtocolOptions, compiled once). */
@@ -80,6 +82,8 @@ export interface H2Limits {
   readonly maxOutboundControlFrames: number;
   readonly maxConsecutiveEmptyFrames: number;
   readonly hpackTableSize: number;
+  /** connection_keepalive: PING every interval (± jitter %), closed without an ACK within timeout */
+  readonly keepalive?: { readonly intervalMs: number; readonly timeoutMs: number; readonly jitterPercent: number };
 }
 
 export function writeFrameHead(b: Buffer, p: number, len: number, type: number, flags: number, sid: number): void {
@@ -642,10 +646,67 @@ export abstract class H2Session<S extends H2StreamState> {
       this.connectionError(H2_FRAME_SIZE_ERROR);
       return;
     }
-    if ((flags & FLAG_ACK) !== 0) return;
+    if ((flags & FLAG_ACK) !== 0) {
+      if (this.keepaliveAck !== undefined && buf.readUInt32BE(start + 4) === this.keepaliveSeq) this.keepaliveAnswered();
+      return;
+    }
     if (!this.writeControl(17)) return;
     this.head(8, FRAME_PING, FLAG_ACK, 0);
     this.copyIn(buf, start, 8);
+  }
+
+  // --- connection_keepalive: a PING every interval; its ACK must come within the timeout
+
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private keepaliveAck: NodeJS.Timeout | undefined;
+  private keepaliveSeq = 0;
+
+  /** Starts the keepalive PINGs, when configured (the connection is established). */
+  protected startKeepalive(): void {
+    const ka = this.limits.keepalive;
+    if (ka === undefined || this.keepaliveTimer !== undefined || this.state >= SessionState.Closing) return;
+    // jitter: up to jitterPercent of the interval, added (as Envoy spreads its PINGs)
+    const delay = ka.intervalMs + Math.floor((Math.random() * ka.intervalMs * ka.jitterPercent) / 100);
+    this.keepaliveTimer = setTimeout(this.sendKeepalive, delay);
+    this.keepaliveTimer.unref();
+  }
+
+  private readonly sendKeepalive = (): void => {
+    this.keepaliveTimer = undefined;
+    const ka = this.limits.keepalive;
+    if (ka === undefined || this.state >= SessionState.Closing) return;
+    if (!this.writeControl(17)) return;
+    this.head(8, FRAME_PING, 0, 0);
+    const b = this.wbuf!;
+    const p = this.wpos;
+    b.writeUInt32BE(0x6b65656c, p); // "keel"
+    b.writeUInt32BE(++this.keepaliveSeq >>> 0, p + 4);
+    this.wpos = p + 8;
+    this.keepaliveAck = setTimeout(this.keepaliveTimedOut, ka.timeoutMs);
+    this.keepaliveAck.unref();
+  };
+
+  private keepaliveAnswered(): void {
+    clearTimeout(this.keepaliveAck);
+    this.keepaliveAck = undefined;
+    this.startKeepalive();
+  }
+
+  private readonly keepaliveTimedOut = (): void => {
+    this.keepaliveAck = undefined;
+    if (this.state >= SessionState.Closing) return;
+    // the peer is gone or stuck: the connection ends now (its streams fail)
+    this.limits.stats.keepalive_timeout++;
+    this.writeGoaway(H2_NO_ERROR);
+    this.flush();
+    this.state = SessionState.Closing;
+    this.socket.destroy();
+  };
+
+  private stopKeepalive(): void {
+    if (this.keepaliveTimer !== undefined) clearTimeout(this.keepaliveTimer);
+    if (this.keepaliveAck !== undefined) clearTimeout(this.keepaliveAck);
+    this.keepaliveTimer = this.keepaliveAck = undefined;
   }
 
   private onGoaway(buf: Buffer, sid: number, start: number, end: number): void {
@@ -787,6 +848,7 @@ export abstract class H2Session<S extends H2StreamState> {
   /** The socket closed: every open stream is aborted, buffers dropped. */
   protected socketClosed(): void {
     this.state = SessionState.Closed;
+    this.stopKeepalive();
     this.abortAll();
     this.wbuf = undefined;
     this.wstart = this.wpos = 0;

@@ -41,6 +41,7 @@ export class H2ClientSettings implements H2Limits {
   readonly maxOutboundControlFrames: number;
   readonly maxConsecutiveEmptyFrames: number;
   readonly hpackTableSize: number;
+  readonly keepalive: H2Limits['keepalive'];
   /** the client preface, our SETTINGS and the connection WINDOW_UPDATE */
   readonly preface: Buffer;
 
@@ -53,6 +54,7 @@ export class H2ClientSettings implements H2Limits {
     this.maxOutboundControlFrames = h2.maxOutboundControlFrames;
     this.maxConsecutiveEmptyFrames = h2.maxConsecutiveInboundFramesWithEmptyPayload;
     this.hpackTableSize = h2.hpackTableSize;
+    this.keepalive = h2.keepalive;
     const settings: [number, number][] = [
       [SETTINGS_ENABLE_PUSH, 0],
       [SETTINGS_INITIAL_WINDOW_SIZE, this.initialStreamWindow],
@@ -149,6 +151,7 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
     this.connectTimer = undefined;
     this.ready = true;
     this.armIdle();
+    this.startKeepalive();
     this.events.onReady(this);
   }
 

@@ -5,6 +5,7 @@
 import t from 'tap';
 import { collectEnvoyStats } from '../../src/stats/envoy-stats';
 import type { RunningKeel } from '../helpers/keel';
+import { waitUntil } from '../helpers/wait';
 import { connectH2, continuationFrame, dataFrame, encodeHeaders, ERR, FRAME, h2Options, headersFrame, pingFrame, requestBlock, serverPreface, SETTING, startConformanceKeel, startConformanceUpstream, windowUpdateFrame } from '../helpers/h2-wire';
 
 /** A counter of keel's /stats by its Envoy name. */
@@ -70,4 +71,31 @@ t.test('a client that reads nothing and keeps sending PINGs is cut off (max_outb
   t.ok(w.socket.destroyed || w.isClosed, `keel closed the connection (after ${sent} PINGs)`);
   t.ok(stat(keel, 'http2.outbound_control_flood') >= 1, 'http2.outbound_control_flood counts it');
   t.ok(Date.now() < deadline, 'before the safety deadline');
+});
+
+t.test('connection_keepalive: PINGs at the interval; a client that answers stays, one that does not is closed', async (t) => {
+  const ka = `          http2_protocol_options:\n            connection_keepalive: { interval: 0.05s, timeout: 0.3s, interval_jitter: { value: 0 } }\n`;
+  const { keel } = await startConformanceKeel(t, ka);
+  // answers every PING (in the background, for the whole test): still open after several
+  const good = await connectH2(keel.port, t);
+  await serverPreface(good);
+  let answered = 0;
+  void (async () => {
+    while (!good.isClosed) {
+      const ping = await good.waitFor((f) => f.type === FRAME.PING && (f.flags & 1) === 0, "keel's keepalive PING");
+      good.send(pingFrame(ping.payload, true));
+      answered++;
+    }
+  })().catch(() => undefined);
+  await waitUntil(() => answered >= 3, 'three keepalive PINGs answered', 5000);
+  good.request(1, '/fine');
+  t.equal((await good.response(1)).status, '200', 'the answering connection serves on');
+  // never answers: closed once the timeout passes
+  const before = stat(keel, 'http2.keepalive_timeout');
+  const silent = await connectH2(keel.port, t);
+  await serverPreface(silent);
+  await silent.waitFor((f) => f.type === FRAME.PING && (f.flags & 1) === 0, "keel's keepalive PING");
+  await silent.expectClose('keel to close the silent connection');
+  t.equal(stat(keel, 'http2.keepalive_timeout'), before + 1, 'http2.keepalive_timeout counts it');
+  t.notOk(good.isClosed, 'the answering connection is still open');
 });

@@ -185,7 +185,7 @@ t.test('a refused stream is retried (retry_on: refused-stream)', async (t) => {
 });
 
 /** A raw HTTP/2 server: SETTINGS, then for each HEADERS frame the given response header block (after a DATA frame, with `dataFirst`). */
-async function rawH2Upstream(fields: [string, string][], dataFirst = false): Promise<{ port: number; close(): Promise<void> }> {
+async function rawH2Upstream(fields: [string, string][], dataFirst = false): Promise<{ port: number; open(): number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((sock) => {
     sockets.add(sock);
@@ -222,6 +222,7 @@ async function rawH2Upstream(fields: [string, string][], dataFirst = false): Pro
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
     port: (server.address() as net.AddressInfo).port,
+    open: () => sockets.size,
     close: () =>
       new Promise((r) => {
         for (const s of sockets) s.destroy();
@@ -364,4 +365,26 @@ t.test('HTTP/2 over TLS at both ends: large bodies, trailers and many streams th
     '40 concurrent streams, each with its own body sizes and trailers',
   );
   t.same(reused.slice(0, 2), [false, true], 'the second upstream connection resumed the first one\'s TLS session');
+});
+
+t.test('connection_keepalive upstream: a server that never answers PING loses the connection; one that does keeps it', async (t) => {
+  // the raw server never answers PINGs; node:http2 does
+  const silent = await rawH2Upstream([[':status', '200']]);
+  const answering = await h2Upstream((s) => s.respond({ ':status': 200 }, { endStream: true }));
+  const ka = H2.replace('http2_protocol_options: {}', 'http2_protocol_options: { connection_keepalive: { interval: 0.05s, timeout: 0.2s } }');
+  const routes = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: /s }, route: { cluster: silent } }, { match: { prefix: / }, route: { cluster: answering } }] }`;
+  const keel = await startKeel(bootstrap(routes, cluster('silent', silent.port, ka) + cluster('answering', answering.port, ka)));
+  t.teardown(async () => {
+    await keel.stop();
+    await silent.close();
+    await answering.close();
+  });
+  t.equal((await get(keel.port, '/s')).status, 200);
+  t.equal((await get(keel.port, '/a')).status, 200);
+  t.equal(silent.open(), 1);
+  await waitUntil(() => silent.open() === 0, 'keel to drop the connection whose PINGs go unanswered', 5000);
+  const stats = collectEnvoyStats(keel.server);
+  t.equal(stats.find((x) => x.name === 'cluster.silent.http2.keepalive_timeout')?.value, 1, 'cluster.silent.http2.keepalive_timeout');
+  t.equal(stats.find((x) => x.name === 'cluster.answering.http2.keepalive_timeout')?.value, 0);
+  t.equal(answering.sessions.size, 1, 'the answering upstream keeps its connection');
 });

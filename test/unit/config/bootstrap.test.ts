@@ -206,6 +206,7 @@ static_resources:
             max_outbound_control_frames: 50
             max_consecutive_inbound_frames_with_empty_payload: 3
             override_stream_error_on_invalid_http_message: false
+            connection_keepalive: { interval: 30s, timeout: 5s }
           stream_error_on_invalid_http_message: true
           upgrade_configs: [{ upgrade_type: WebSocket }]
           strip_any_host_port: true
@@ -437,6 +438,7 @@ t.test('a realistic bootstrap decodes with the expected values and defaults', as
       maxOutboundControlFrames: 50,
       maxConsecutiveInboundFramesWithEmptyPayload: 3,
       overrideStreamErrorOnInvalidHttpMessage: false,
+      keepalive: { intervalMs: 30_000, timeoutMs: 5000, jitterPercent: 15 },
     },
     streamErrorOnInvalidHttpMessage: true,
     upgradeConfigs: [{ upgradeType: 'websocket', enabled: true }],
@@ -1470,6 +1472,7 @@ t.test('listener and cluster validation', async (t) => {
       `${C}.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]: cannot be combined with the deprecated cluster fields http2_protocol_options`,
     ],
   );
+  t.same(problems(cl({ http2_protocol_options: { connection_keepalive: { interval: '10s' } } })), [`${C}.http2_protocol_options.connection_keepalive.timeout: timeout is required`]);
   t.same(problems(withHcm({ route_config: {} }, [{ name: '' }])), [`${C}.name: name is required`]);
   t.same(
     problems(
