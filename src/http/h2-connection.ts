@@ -25,7 +25,7 @@ import {
   SETTINGS_MAX_CONCURRENT_STREAMS,
   SETTINGS_MAX_HEADER_LIST_SIZE,
 } from './h2-frames';
-import { EMPTY, H2CodecStats, H2Limits, H2Session, newH2CodecStats, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from './h2-session';
+import { EMPTY, H2CodecStats, H2Limits, H2Session, limitsFrom, newH2CodecStats, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from './h2-session';
 import { HeaderMap } from './headers';
 import { ActiveStream, ConnectionInfo, Downstream } from './stream';
 
@@ -38,19 +38,11 @@ const PREMATURE_RESET_MIN = 250;
 const PREMATURE_RESET_LIFETIME_MS = 1000;
 
 /** The HCM's HTTP/2 settings, compiled once per connection manager. */
-export class H2ServerSettings implements H2Limits {
-  readonly stats: H2CodecStats;
+export class H2ServerSettings {
+  readonly limits: H2Limits;
   readonly maxConcurrentStreams: number;
-  readonly initialStreamWindow: number;
-  readonly initialConnectionWindow: number;
-  readonly maxHeaderListSize: number;
   readonly maxHeadersCount: number;
   readonly streamErrorOnInvalid: boolean;
-  readonly maxOutboundFrames: number;
-  readonly maxOutboundControlFrames: number;
-  readonly maxConsecutiveEmptyFrames: number;
-  readonly hpackTableSize: number;
-  readonly keepalive: H2Limits['keepalive'];
   readonly underscores: 'ALLOW' | 'REJECT_REQUEST' | 'DROP_HEADER';
   /** our SETTINGS frame and the connection WINDOW_UPDATE, as sent at the start of every connection */
   readonly preface: Buffer;
@@ -58,26 +50,19 @@ export class H2ServerSettings implements H2Limits {
   constructor(hcm: ConnectionManager) {
     const cfg = hcm.config;
     const h2 = cfg.http2;
-    this.stats = DOWNSTREAM_H2_STATS;
+    const limits = limitsFrom(h2, DOWNSTREAM_H2_STATS, hcm.maxHeaderBytes);
+    this.limits = limits;
     this.maxConcurrentStreams = h2.maxConcurrentStreams;
-    this.initialStreamWindow = h2.initialStreamWindowSize;
-    this.initialConnectionWindow = h2.initialConnectionWindowSize;
-    this.maxHeaderListSize = hcm.maxHeaderBytes;
     this.maxHeadersCount = cfg.maxHeadersCount;
     this.streamErrorOnInvalid = h2.overrideStreamErrorOnInvalidHttpMessage ?? cfg.streamErrorOnInvalidHttpMessage ?? false;
-    this.maxOutboundFrames = h2.maxOutboundFrames;
-    this.maxOutboundControlFrames = h2.maxOutboundControlFrames;
-    this.maxConsecutiveEmptyFrames = h2.maxConsecutiveInboundFramesWithEmptyPayload;
-    this.hpackTableSize = h2.hpackTableSize;
-    this.keepalive = h2.keepalive;
     this.underscores = cfg.headersWithUnderscoresAction;
     const settings: [number, number][] = [
       [SETTINGS_MAX_CONCURRENT_STREAMS, this.maxConcurrentStreams],
-      [SETTINGS_INITIAL_WINDOW_SIZE, this.initialStreamWindow],
-      [SETTINGS_MAX_HEADER_LIST_SIZE, this.maxHeaderListSize],
+      [SETTINGS_INITIAL_WINDOW_SIZE, limits.initialStreamWindow],
+      [SETTINGS_MAX_HEADER_LIST_SIZE, limits.maxHeaderListSize],
     ];
-    if (this.hpackTableSize !== 4096) settings.push([SETTINGS_HEADER_TABLE_SIZE, this.hpackTableSize]);
-    this.preface = settingsPreface(settings, this.initialConnectionWindow);
+    if (limits.hpackTableSize !== 4096) settings.push([SETTINGS_HEADER_TABLE_SIZE, limits.hpackTableSize]);
+    this.preface = settingsPreface(settings, limits.initialConnectionWindow);
   }
 }
 
@@ -97,7 +82,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
     readonly info: ConnectionInfo,
     private readonly onClosed: (c: H2ServerConnection) => void,
   ) {
-    super(socket, settings);
+    super(socket, settings.limits);
     hcm.stats.downstreamCxTotal++;
     hcm.stats.downstreamCxActive++;
     this.writeRaw(settings.preface);
@@ -203,8 +188,8 @@ export class H2ServerConnection extends H2Session<H2Stream> {
       return;
     }
     const fields = this.fields;
-    if (listSize > this.settings.maxHeaderListSize || fields.length > this.settings.maxHeadersCount * 2 + 8) {
-      this.settings.stats.header_overflow++;
+    if (listSize > this.limits.maxHeaderListSize || fields.length > this.settings.maxHeadersCount * 2 + 8) {
+      this.limits.stats.header_overflow++;
       this.hcm.stats.downstreamRq4xx++;
       this.localStatus(sid, 431, endStream);
       return;
@@ -290,7 +275,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
     raw[5] = authority ?? host ?? '';
     raw[7] = scheme ?? (this.info.secure ? 'https' : 'http');
 
-    const s = new H2Stream(this, sid, this.settings.initialStreamWindow, this.peerInitialWindow);
+    const s = new H2Stream(this, sid, this.limits.initialStreamWindow, this.peerInitialWindow);
     s.expectedLength = contentLength;
     s.headOnly = method === 'HEAD';
     s.remoteEnded = endStream;
@@ -316,7 +301,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
     for (let i = 0; i < fields.length; i += 2) if (fields[i].charCodeAt(0) === 58) return this.malformed(s);
     if (s.expectedLength >= 0 && s.received !== s.expectedLength) return this.malformed(s);
     s.remoteEnded = true;
-    if (listSize > this.settings.maxHeaderListSize) {
+    if (listSize > this.limits.maxHeaderListSize) {
       this.resetStream(s, H2_PROTOCOL_ERROR);
       return;
     }
@@ -327,7 +312,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
 
   /** RFC 9113 8.1.1: Envoy ends the connection on a malformed request unless told to reset the stream only. */
   protected override malformed(s: H2Stream): void {
-    this.settings.stats.rx_messaging_error++;
+    this.limits.stats.rx_messaging_error++;
     this.hcm.stats.downstreamRq4xx++;
     if (this.settings.streamErrorOnInvalid) this.resetStream(s, H2_PROTOCOL_ERROR);
     else this.connectionError(H2_PROTOCOL_ERROR);
@@ -335,7 +320,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
 
   /** A malformed request whose stream was never opened. */
   private malformedRequest(sid: number): void {
-    this.settings.stats.rx_messaging_error++;
+    this.limits.stats.rx_messaging_error++;
     this.hcm.stats.downstreamRq4xx++;
     if (this.settings.streamErrorOnInvalid) this.sendRst(sid, H2_PROTOCOL_ERROR);
     else this.connectionError(H2_PROTOCOL_ERROR);

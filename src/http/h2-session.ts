@@ -13,6 +13,7 @@
 
 import type * as net from 'node:net';
 import { LOGGERS } from '../common/logger';
+import type { Http2Options } from '../config/types';
 import type { HeaderMap } from './headers';
 import {
   DEFAULT_MAX_FRAME_SIZE,
@@ -84,6 +85,21 @@ export interface H2Limits {
   readonly hpackTableSize: number;
   /** connection_keepalive: PING every interval (± jitter %), closed without an ACK within timeout */
   readonly keepalive?: { readonly intervalMs: number; readonly timeoutMs: number; readonly jitterPercent: number };
+}
+
+/** The limits of one end, from Envoy's Http2ProtocolOptions (compiled once per HCM or cluster). */
+export function limitsFrom(h2: Http2Options, stats: H2CodecStats, maxHeaderListSize: number): H2Limits {
+  return {
+    stats,
+    initialStreamWindow: h2.initialStreamWindowSize,
+    initialConnectionWindow: h2.initialConnectionWindowSize,
+    maxHeaderListSize,
+    maxOutboundFrames: h2.maxOutboundFrames,
+    maxOutboundControlFrames: h2.maxOutboundControlFrames,
+    maxConsecutiveEmptyFrames: h2.maxConsecutiveInboundFramesWithEmptyPayload,
+    hpackTableSize: h2.hpackTableSize,
+    ...(h2.keepalive !== undefined ? { keepalive: h2.keepalive } : {}),
+  };
 }
 
 export function writeFrameHead(b: Buffer, p: number, len: number, type: number, flags: number, sid: number): void {

@@ -375,6 +375,13 @@ export class HpackDecoder {
    * maxListSize, fields are still decoded (the table stays in step) but no longer appended.
    * Throws HpackError on any decoding error; the decoder is unusable after that.
    */
+  /** The ring slot of dynamic-table index `idx` (> 61), or a compression error past the table. */
+  private slot(idx: number): number {
+    const i = idx - STATIC_COUNT - 1;
+    if (i >= this.count) throw new HpackError(`index ${idx} out of range`);
+    return (this.head - i) & this.mask;
+  }
+
   decode(buf: Uint8Array, start: number, end: number, out: string[], maxListSize: number): number {
     if (this.dead) throw new HpackError('HPACK decoder used after a compression error');
     this.dead = true; // cleared on success: any throw below leaves the decoder unusable
@@ -400,9 +407,7 @@ export class HpackDecoder {
           value = STATIC_VALUES[idx];
           bad = 0;
         } else {
-          const i = idx - STATIC_COUNT - 1;
-          if (i >= this.count) throw new HpackError(`index ${idx} out of range`);
-          const s = (this.head - i) & this.mask;
+          const s = this.slot(idx);
           name = this.names[s];
           value = this.values[s];
           bad = this.bad[s];
@@ -429,9 +434,7 @@ export class HpackDecoder {
           name = STATIC_NAMES[idx];
           bad = 0;
         } else {
-          const i = idx - STATIC_COUNT - 1;
-          if (i >= this.count) throw new HpackError(`index ${idx} out of range`);
-          const s = (this.head - i) & this.mask;
+          const s = this.slot(idx);
           name = this.names[s];
           bad = this.bad[s] & 15;
         }

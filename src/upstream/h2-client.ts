@@ -11,7 +11,7 @@ import * as tls from 'node:tls';
 import type { ErrorCode } from '../common/errors';
 import { UPSTREAM_READ_BUFFER } from '../common/read-buffer';
 import { CLIENT_PREFACE, H2_CANCEL, H2_PROTOCOL_ERROR, H2_REFUSED_STREAM, SETTINGS_ENABLE_PUSH, SETTINGS_HEADER_TABLE_SIZE, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE } from '../http/h2-frames';
-import { EMPTY, H2CodecStats, H2Limits, H2Session, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from '../http/h2-session';
+import { EMPTY, H2Limits, H2Session, limitsFrom, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from '../http/h2-session';
 import { HeaderMap } from '../http/headers';
 import { isCertVerifyError } from '../security/tls-context';
 import type { Host } from './host';
@@ -32,36 +32,21 @@ function openSocket(host: Host, scheme: 'http' | 'https', onRead: (n: number, b:
 }
 
 /** A cluster's HTTP/2 client settings, compiled once per cluster. */
-export class H2ClientSettings implements H2Limits {
-  readonly stats: H2CodecStats;
-  readonly initialStreamWindow: number;
-  readonly initialConnectionWindow: number;
-  readonly maxHeaderListSize = MAX_RESPONSE_HEADERS;
-  readonly maxOutboundFrames: number;
-  readonly maxOutboundControlFrames: number;
-  readonly maxConsecutiveEmptyFrames: number;
-  readonly hpackTableSize: number;
-  readonly keepalive: H2Limits['keepalive'];
+export class H2ClientSettings {
+  readonly limits: H2Limits;
   /** the client preface, our SETTINGS and the connection WINDOW_UPDATE */
   readonly preface: Buffer;
 
   constructor(host: Host) {
-    const h2 = host.cluster.config.http2;
-    this.stats = host.cluster.http2Stats;
-    this.initialStreamWindow = h2.initialStreamWindowSize;
-    this.initialConnectionWindow = h2.initialConnectionWindowSize;
-    this.maxOutboundFrames = h2.maxOutboundFrames;
-    this.maxOutboundControlFrames = h2.maxOutboundControlFrames;
-    this.maxConsecutiveEmptyFrames = h2.maxConsecutiveInboundFramesWithEmptyPayload;
-    this.hpackTableSize = h2.hpackTableSize;
-    this.keepalive = h2.keepalive;
+    const limits = limitsFrom(host.cluster.config.http2, host.cluster.http2Stats, MAX_RESPONSE_HEADERS);
+    this.limits = limits;
     const settings: [number, number][] = [
       [SETTINGS_ENABLE_PUSH, 0],
-      [SETTINGS_INITIAL_WINDOW_SIZE, this.initialStreamWindow],
-      [SETTINGS_MAX_HEADER_LIST_SIZE, this.maxHeaderListSize],
+      [SETTINGS_INITIAL_WINDOW_SIZE, limits.initialStreamWindow],
+      [SETTINGS_MAX_HEADER_LIST_SIZE, limits.maxHeaderListSize],
     ];
-    if (this.hpackTableSize !== 4096) settings.push([SETTINGS_HEADER_TABLE_SIZE, this.hpackTableSize]);
-    this.preface = Buffer.concat([CLIENT_PREFACE, settingsPreface(settings, this.initialConnectionWindow)]);
+    if (limits.hpackTableSize !== 4096) settings.push([SETTINGS_HEADER_TABLE_SIZE, limits.hpackTableSize]);
+    this.preface = Buffer.concat([CLIENT_PREFACE, settingsPreface(settings, limits.initialConnectionWindow)]);
   }
 }
 
@@ -94,7 +79,7 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
     private readonly events: H2ClientEvents,
   ) {
     const self: { c?: H2ClientConnection } = {};
-    super(openSocket(host, scheme, (n, b) => self.c!.onRead(n, b)), settings);
+    super(openSocket(host, scheme, (n, b) => self.c!.onRead(n, b)), settings.limits);
     self.c = this;
     const socket = this.socket;
     if (scheme === 'https') socket.on('data', this.onData);
