@@ -25,7 +25,7 @@ import {
   SETTINGS_MAX_CONCURRENT_STREAMS,
   SETTINGS_MAX_HEADER_LIST_SIZE,
 } from './h2-frames';
-import { EMPTY, H2CodecStats, H2Limits, H2Session, limitsFrom, newH2CodecStats, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from './h2-session';
+import { EMPTY, encodeFields, H2CodecStats, H2Limits, H2Session, limitsFrom, newH2CodecStats, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from './h2-session';
 import { HeaderMap } from './headers';
 import { ActiveStream, ConnectionInfo, Downstream } from './stream';
 
@@ -469,14 +469,7 @@ function encodeResponse(conn: H2ServerConnection, status: number, h: HeaderMap):
   const enc = conn.encoder;
   enc.begin();
   enc.status(status);
-  const raw = h.raw;
-  for (let i = 0; i < raw.length; i += 2) {
-    const k = raw[i];
-    if (k.charCodeAt(0) === 58 || isConnectionSpecific(k)) continue;
-    const v = raw[i + 1];
-    if (k.length === 2 && k === 'te' && v.toLowerCase() !== 'trailers') continue;
-    enc.field(k.toLowerCase(), v);
-  }
+  encodeFields(enc, h.raw);
   return enc.end();
 }
 

@@ -1055,16 +1055,9 @@ export abstract class H2Session<S extends H2StreamState> {
   }
 
   private trailerFrames(s: S, trailers: HeaderMap): void {
-    const raw = trailers.raw;
-    let any = false;
     const enc = this.encoder;
     enc.begin();
-    for (let i = 0; i < raw.length; i += 2) {
-      const n = raw[i];
-      if (n.charCodeAt(0) === 58 || isConnectionSpecific(n)) continue;
-      enc.field(n.toLowerCase(), raw[i + 1]);
-      any = true;
-    }
+    const any = encodeFields(enc, trailers.raw) > 0;
     const block = enc.end();
     // an empty trailer section: END_STREAM on an empty DATA frame instead
     if (any) this.headerFrames(s.id, block, true);
@@ -1163,6 +1156,24 @@ export abstract class H2Session<S extends H2StreamState> {
       this.outControlFrames = 0;
     }
   }
+}
+
+/**
+ * Encodes the fields of `raw` an HTTP/2 message may carry into `enc`, lower-cased: no
+ * pseudo-headers (the caller writes its own), no connection-specific fields, `te` only as
+ * "trailers" (RFC 9113 8.2.2). Returns how many went in.
+ */
+export function encodeFields(enc: HpackEncoder, raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i];
+    if (k.charCodeAt(0) === 58 || isConnectionSpecific(k)) continue;
+    const v = raw[i + 1];
+    if (k.length === 2 && k === 'te' && v.toLowerCase() !== 'trailers') continue;
+    enc.field(k.toLowerCase(), v);
+    n++;
+  }
+  return n;
 }
 
 /** Fields HTTP/2 forbids (RFC 9113 8.2.2); `host` gives way to :authority. */

@@ -11,7 +11,7 @@ import * as tls from 'node:tls';
 import type { ErrorCode } from '../common/errors';
 import { UPSTREAM_READ_BUFFER } from '../common/read-buffer';
 import { CLIENT_PREFACE, H2_CANCEL, H2_PROTOCOL_ERROR, H2_REFUSED_STREAM, SETTINGS_ENABLE_PUSH, SETTINGS_HEADER_TABLE_SIZE, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE } from '../http/h2-frames';
-import { EMPTY, H2Limits, H2Session, limitsFrom, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from '../http/h2-session';
+import { EMPTY, encodeFields, H2Limits, H2Session, limitsFrom, H2StreamState, isConnectionSpecific, parseContentLength, SessionState, settingsPreface } from '../http/h2-session';
 import { HeaderMap } from '../http/headers';
 import { isCertVerifyError } from '../security/tls-context';
 import type { Host } from './host';
@@ -245,14 +245,7 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
       enc.field(':path', headers.first(':path') ?? '/');
     }
     enc.field(':authority', headers.first(':authority') ?? '');
-    const raw = headers.raw;
-    for (let i = 0; i < raw.length; i += 2) {
-      const k = raw[i];
-      if (k.charCodeAt(0) === 58 || isConnectionSpecific(k)) continue;
-      const v = raw[i + 1];
-      if (k.length === 2 && k === 'te' && v.toLowerCase() !== 'trailers') continue;
-      enc.field(k.toLowerCase(), v);
-    }
+    encodeFields(enc, headers.raw);
     this.headerFrames(id, enc.end(), endStream);
     if (endStream) {
       s.endQueued = true;

@@ -440,16 +440,21 @@ export class H2Wire {
       if (this.isClosed) throw new Error(`waiting for ${what}: the connection closed; frames seen: ${this.describe(start)}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`waiting for ${what}: nothing after ${timeoutMs} ms; frames seen: ${this.describe(start)}`);
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, left);
-        this.waiters.add(done);
-      });
+      await this.nextEvent(left);
     }
+  }
+
+  /** Resolves on the next frame or close, or after `ms`. */
+  private nextEvent(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.waiters.add(done);
+    });
   }
 
   /** Waits (without consuming frames) until `cond` holds; re-checked on every frame. Fails on close or deadline. */
@@ -460,15 +465,7 @@ export class H2Wire {
       if (this.isClosed) throw new Error(`waiting for ${what}: the connection closed; frames: ${this.describe()}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`waiting for ${what}: not after ${timeoutMs} ms; frames: ${this.describe()}`);
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, left);
-        this.waiters.add(done);
-      });
+      await this.nextEvent(left);
     }
   }
 
