@@ -459,7 +459,7 @@ export interface Http2Options {
   readonly initialStreamWindowSize: number;
   readonly initialConnectionWindowSize: number;
   readonly allowConnect: boolean;
-  /** Envoy's defaults: 4096, 10000, 1000, 1 (downstream HTTP/2 only: the upstream side is node:http2) */
+  /** Envoy's defaults: 4096, 10000, 1000, 1 (both ends: the HCM's connections and a cluster's) */
   readonly hpackTableSize: number;
   readonly maxOutboundFrames: number;
   readonly maxOutboundControlFrames: number;

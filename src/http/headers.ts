@@ -1,5 +1,5 @@
 // A header block as a flat array [name0, value0, name1, value1, ...] with lower-case names, the shape
-// both codecs produce without copying (HTTP/1 parser output, node:http2 raw headers). Lookups scan:
+// both codecs produce without copying (HTTP/1 parser output, decoded HTTP/2 header blocks). Lookups scan:
 // requests carry a dozen headers, and a scan beats building a Map per request. Must not allocate on
 // reads beyond the joined value of a repeated header.
 

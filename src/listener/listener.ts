@@ -408,7 +408,7 @@ export class Listener {
         return;
       }
       // A non-listening tls.Server does the handshake, so the socket it hands back is in the same
-      // state as one from a listening TLS server (node:http2 relies on that).
+      // state as one from a listening TLS server.
       const base: net.Socket = consumed ? (new ReplaySocket(raw, consumed) as unknown as net.Socket) : raw;
       (base as unknown as Record<symbol, ConnectionInfo>)[TLS_INFO] = info;
       (base as unknown as Record<symbol, Destination | undefined>)[ORIG_DST] = dst;

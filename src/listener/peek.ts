@@ -1,7 +1,7 @@
 // Listener filters' view of a new connection (Envoy's tls_inspector and http_inspector): its first
 // bytes, looked at WITHOUT consuming them when the native addon is in use, so the socket can then be
-// handed to a consumer that reads its fd from C++ (node:http2 sessions and tls.TLSSocket attach to
-// `socket._handle`; bytes read in JS and unshift()ed would be lost to them).
+// handed to a consumer that reads its fd from C++ (tls.TLSSocket attaches to `socket._handle`; bytes
+// read in JS and unshift()ed would be lost to it). keel's HTTP codecs take the consumed bytes directly.
 //
 // - sniffConnection(socket, { timeoutMs, want }): peeks until `want` says 'done', the peer closes,
 //   maxBytes is reached or the timeout fires. With the addon the bytes stay in the kernel
@@ -163,9 +163,9 @@ type WriteCallback = (error?: Error | null) => void;
  * A socket whose first bytes were consumed in JS (SniffResult.consumed), made whole again for the
  * next consumer: reads yield `consumed`, then the socket's data (pausing the socket while this
  * stream's buffer is full); writes, end() and destroy() go to the socket; the address getters and
- * setNoDelay/setKeepAlive/setTimeout/ref/unref/address() delegate to it. `encrypted` is undefined,
- * so node:http2 treats it as cleartext. node:http2 (`server.emit('connection', replay)`) and
- * `new tls.TLSSocket(replay, { isServer: true, ... })` wrap it in their JS stream adapter.
+ * setNoDelay/setKeepAlive/setTimeout/ref/unref/address() delegate to it (`encrypted` is undefined).
+ * Used for TLS: `new tls.TLSSocket(replay, { isServer: true, ... })` wraps it in its JS stream
+ * adapter; the HTTP codecs are handed the consumed bytes instead.
  */
 export class ReplaySocket extends Duplex {
   readonly socket: net.Socket;

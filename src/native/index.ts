@@ -2,7 +2,7 @@
 // socket calls Node has no API for: the original destination of an iptables-redirected connection
 // (SO_ORIGINAL_DST), IP_TRANSPARENT for TPROXY, getsockname as TPROXY's original destination, and
 // peek: the first bytes of an accepted connection read with MSG_PEEK, left in the kernel for the
-// consumer that later reads the fd from C++ (node:http2, tls) — Envoy's listener filters.
+// consumer that later reads the fd from C++ (tls) — Envoy's listener filters.
 // The addon is loaded lazily, on first use, from <package root>/native/build/Release/, where the
 // package root is the nearest directory above this file whose package.json is named "keel" (so the
 // same code works from dist/src/native/ and from src/native/ under tap's TypeScript loader).
