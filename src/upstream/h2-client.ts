@@ -19,8 +19,6 @@ import type { PoolCallbacks, UpstreamStream } from './types';
 
 /** the largest response header block taken (as the HTTP/1 pool's) */
 const MAX_RESPONSE_HEADERS = 96 * 1024;
-/** streams opened before the server's SETTINGS say how many it takes (RFC 9113 recommends at least 100) */
-const INITIAL_MAX_STREAMS = 100;
 
 function openSocket(host: Host, scheme: 'http' | 'https', onRead: (n: number, b: Buffer) => boolean): net.Socket {
   const c = host.cluster.config;
@@ -61,8 +59,8 @@ export interface H2ClientEvents {
 
 export class H2ClientConnection extends H2Session<H2ClientStream> {
   ready = false;
-  /** the server's SETTINGS_MAX_CONCURRENT_STREAMS */
-  maxStreams = INITIAL_MAX_STREAMS;
+  /** streams at once: the cluster's max_concurrent_streams, or the server's SETTINGS_MAX_CONCURRENT_STREAMS if lower */
+  maxStreams: number;
   /** streams promised to callers but not opened yet (their headers not sent) */
   reserved = 0;
   private nextStreamId = 1;
@@ -81,6 +79,7 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
     const self: { c?: H2ClientConnection } = {};
     super(openSocket(host, scheme, (n, b) => self.c!.onRead(n, b)), settings.limits);
     self.c = this;
+    this.maxStreams = host.cluster.config.http2.maxConcurrentStreams;
     const socket = this.socket;
     if (scheme === 'https') socket.on('data', this.onData);
     this.state = SessionState.Open;
@@ -186,8 +185,9 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
 
   protected override onPeerSetting(id: number, value: number): void {
     if (id !== SETTINGS_MAX_CONCURRENT_STREAMS) return;
-    const more = value > this.maxStreams;
-    this.maxStreams = value;
+    const limit = Math.min(value, this.host.cluster.config.http2.maxConcurrentStreams);
+    const more = limit > this.maxStreams;
+    this.maxStreams = limit;
     if (more) this.events.onStreamSlot(this);
   }
 

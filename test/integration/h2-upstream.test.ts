@@ -4,7 +4,7 @@
 // a malformed response as a protocol error, and the cluster's idle_timeout.
 // Upstreams are node:http2 servers (port 0), except for the malformed response: a raw socket
 // speaking just enough HTTP/2, with keel's own HPACK encoder for its header block.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
@@ -94,20 +94,18 @@ t.test('large bodies both ways through HTTP/2 flow control, with trailers', asyn
   t.ok(r.body.every((b) => b === 0x7a), 'and intact');
 });
 
-t.test("the server's SETTINGS_MAX_CONCURRENT_STREAMS: more connections, never more streams on one", async (t) => {
+/** Five requests in one burst against a limit of 2 streams per connection (the server's or the cluster's). */
+async function burstOfFive(t: Test, serverSettings: http2.Settings, h2Opts: string): Promise<void> {
   const held: http2.ServerHttp2Stream[] = [];
   let release: () => void = () => undefined;
   const allHeld = new Promise<void>((r) => (release = r));
-  const up = await h2Upstream(
-    (s) => {
-      held.push(s);
-      if (held.length === 5) release();
-    },
-    { maxConcurrentStreams: 2 },
-  );
+  const up = await h2Upstream((s) => {
+    held.push(s);
+    if (held.length === 5) release();
+  }, serverSettings);
   // no retries here: a stream over the server's limit would be refused and fail the request
   const noRetry = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u } }] }`;
-  const keel = await startKeel(bootstrap(noRetry, cluster('u', up.port, H2)));
+  const keel = await startKeel(bootstrap(noRetry, cluster('u', up.port, H2.replace('http2_protocol_options: {}', `http2_protocol_options: ${h2Opts}`))));
   t.teardown(async () => {
     await keel.stop();
     await up.close();
@@ -141,7 +139,11 @@ t.test("the server's SETTINGS_MAX_CONCURRENT_STREAMS: more connections, never mo
     res.map((r) => r.status),
     [204, 204, 204, 204, 204],
   );
-});
+}
+
+t.test("the server's SETTINGS_MAX_CONCURRENT_STREAMS: more connections, never more streams on one", (t) => burstOfFive(t, { maxConcurrentStreams: 2 }, '{}'));
+
+t.test("the cluster's max_concurrent_streams caps streams per connection below the server's", (t) => burstOfFive(t, {}, '{ max_concurrent_streams: 2 }'));
 
 t.test('GOAWAY from the upstream: the stream in flight completes, the next request gets a new connection', async (t) => {
   let inFlight: http2.ServerHttp2Stream | undefined;
