@@ -341,10 +341,13 @@ export class H2ServerConnection extends H2Session<H2Stream> {
   override localEnd(s: H2Stream): void {
     s.localEnded = true;
     if (s.remoteEnded) this.closeStream(s);
-    else if (s.completed) {
-      this.sendRst(s.id, H2_NO_ERROR);
-      this.closeStream(s);
-    }
+    else if (s.completed) this.dropRequest(s);
+  }
+
+  /** The response is out and its ActiveStream done: the rest of the request is not wanted (RFC 9113 8.1). */
+  private dropRequest(s: H2Stream): void {
+    this.sendRst(s.id, H2_NO_ERROR);
+    this.closeStream(s);
   }
 
   /** ActiveStream's reset(): RST_STREAM INTERNAL_ERROR. */
@@ -358,10 +361,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
   streamComplete(s: H2Stream): void {
     if (s.closed) return;
     if (!s.endQueued) this.resetLocal(s); // finished without a complete response
-    else if (s.localEnded && !s.remoteEnded) {
-      this.sendRst(s.id, H2_NO_ERROR);
-      this.closeStream(s);
-    }
+    else if (s.localEnded && !s.remoteEnded) this.dropRequest(s);
   }
 
   /** Graceful drain: GOAWAY with the last stream taken; streams in flight finish, then the socket closes. */
@@ -374,11 +374,7 @@ export class H2ServerConnection extends H2Session<H2Stream> {
 
   /** HCM idle_timeout: closes the connection when no stream has been active for `idleMs`. */
   closeIfIdle(now: number, idleMs: number): void {
-    if (this.active === 0 && now - this.idleSince >= idleMs && this.state < SessionState.Closing) {
-      this.goingAway = true;
-      this.writeGoaway(H2_NO_ERROR);
-      this.closeSocket();
-    }
+    if (this.active === 0 && now - this.idleSince >= idleMs) this.drain();
   }
 }
 
@@ -400,20 +396,19 @@ export class H2Stream extends H2StreamState implements Downstream {
     super(conn, id, recvWindow, sendWindow);
   }
 
+  // (`active` is let go when the ActiveStream completes: nothing reaches a finished stream)
   deliver(chunk: Buffer, endStream: boolean): void {
-    const a = this.active;
-    if (a !== undefined && !this.completed) a.decodeData(chunk, endStream);
+    this.active?.decodeData(chunk, endStream);
   }
 
   writable(): void {
-    const a = this.active;
-    if (a !== undefined && !this.completed) a.onDownstreamWritable();
+    this.active?.onDownstreamWritable();
   }
 
   aborted(): void {
     const a = this.active;
     this.active = undefined;
-    if (a !== undefined && !this.completed) a.onDownstreamReset();
+    a?.onDownstreamReset();
   }
 
   writeInterim(status: number, headers: HeaderMap): void {

@@ -2,7 +2,6 @@
 // once for keel's own HTTP/2 codec and its tests. Numbers only: no behaviour lives here.
 
 export const CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-export const FRAME_HEADER_LENGTH = 9;
 
 // Frame types (RFC 9113 6)
 export const FRAME_DATA = 0x0;

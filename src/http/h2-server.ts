@@ -55,9 +55,4 @@ export class H2Server {
     this.draining = true;
     for (const c of this.connections) c.drain();
   }
-
-  /** connections open (for tests and stats) */
-  get size(): number {
-    return this.connections.size;
-  }
 }

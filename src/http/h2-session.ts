@@ -102,7 +102,7 @@ export function limitsFrom(h2: Http2Options, stats: H2CodecStats, maxHeaderListS
   };
 }
 
-export function writeFrameHead(b: Buffer, p: number, len: number, type: number, flags: number, sid: number): void {
+function writeFrameHead(b: Buffer, p: number, len: number, type: number, flags: number, sid: number): void {
   b[p] = len >>> 16;
   b[p + 1] = (len >>> 8) & 0xff;
   b[p + 2] = len & 0xff;
@@ -1159,9 +1159,9 @@ export abstract class H2Session<S extends H2StreamState> {
 }
 
 /**
- * Encodes the fields of `raw` an HTTP/2 message may carry into `enc`, lower-cased: no
- * pseudo-headers (the caller writes its own), no connection-specific fields, `te` only as
- * "trailers" (RFC 9113 8.2.2). Returns how many went in.
+ * Encodes the fields of `raw` an HTTP/2 message may carry into `enc` (names are lower-case
+ * already: HeaderMap's invariant): no pseudo-headers (the caller writes its own), no
+ * connection-specific fields, `te` only as "trailers" (RFC 9113 8.2.2). Returns how many went in.
  */
 export function encodeFields(enc: HpackEncoder, raw: readonly string[]): number {
   let n = 0;
@@ -1170,7 +1170,7 @@ export function encodeFields(enc: HpackEncoder, raw: readonly string[]): number 
     if (k.charCodeAt(0) === 58 || isConnectionSpecific(k)) continue;
     const v = raw[i + 1];
     if (k.length === 2 && k === 'te' && v.toLowerCase() !== 'trailers') continue;
-    enc.field(k.toLowerCase(), v);
+    enc.field(k, v);
     n++;
   }
   return n;

@@ -238,8 +238,8 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
     }
     const enc = this.encoder;
     enc.begin();
-    enc.field(':method', headers.first(':method') ?? 'GET');
-    const method = headers.first(':method');
+    const method = headers.first(':method') ?? 'GET';
+    enc.field(':method', method);
     if (method !== 'CONNECT') {
       enc.field(':scheme', this.scheme);
       enc.field(':path', headers.first(':path') ?? '/');

@@ -85,7 +85,6 @@ export class H2Pool implements ConnPool, H2ClientEvents {
     if (i < 0) return;
     this.connections.splice(i, 1);
     this.host.cluster.resources.connections.dec();
-    if (!c.ready) this.connecting = false;
     // requests still waiting (this connection went away before taking them) get another one
     if (this.pending.length > 0 && !this.connecting && !this.draining && this.available() === undefined && this.host.cluster.resources.connections.canCreate()) this.connect();
   }
