@@ -84,6 +84,19 @@ for (const peer of meta.peers) {
 }
 const table = out.join('\n');
 
+// node-pipe copies bytes and nothing else: the most any proxy on node:net could do on this run.
+const pipe = summary.get('node-pipe');
+const keel = summary.get('keel');
+if (pipe && pipe.ok && keel && keel.ok) {
+  if (!fixedRate && pipe.rps && nginx && nginx.ok && nginx.rps) {
+    notes.push(`node-pipe (bytes copied, no HTTP work) is ${fmtRatio(pipe.rps / nginx.rps)} nginx; keel is ${fmtRatio(keel.rps / pipe.rps)} node-pipe.`);
+  } else if (!fixedRate && pipe.rps) {
+    notes.push(`keel is ${fmtRatio(keel.rps / pipe.rps)} node-pipe (bytes copied, no HTTP work).`);
+  } else if (fixedRate && pipe.cpu !== null && keel.cpu !== null) {
+    notes.push(`CPU: node-pipe (bytes copied, no HTTP work) ${fmtCpu(pipe.cpu)} cores; keel ${fmtCpu(keel.cpu)}.`);
+  }
+}
+
 // mtls: what mutual TLS itself costs each proxy, <x>-mtls minus <x>-pair (same proxies, same run).
 if (meta.mode === 'mtls') {
   for (const peer of meta.peers) {

@@ -1,6 +1,6 @@
 'use strict';
 // Minimal reverse proxy: node:http server + one undici Pool to the upstream.
-// The smallest sensible Node proxy; keel's floor on this runtime.
+// The smallest sensible Node proxy.
 // Env: PORT (listen, 127.0.0.1), UPSTREAM (e.g. http://127.0.0.1:18080).
 const http = require('node:http');
 const { Pool } = require('undici');
