@@ -263,7 +263,9 @@ export abstract class H2Session<S extends H2StreamState> {
     readonly socket: net.Socket,
     protected readonly limits: H2Limits,
   ) {
-    this.decoder = new HpackDecoder(limits.hpackTableSize);
+    // Until the peer acknowledges our SETTINGS it may encode for the protocol's initial 4096 octets
+    // (RFC 9113 6.5.3); a smaller hpack_table_size binds it from that ACK on (onSettings).
+    this.decoder = new HpackDecoder(Math.max(limits.hpackTableSize, 4096));
     this.connectionWindow = Math.max(limits.initialConnectionWindow, DEFAULT_WINDOW_SIZE);
     this.recvWindow = this.connectionWindow;
   }
@@ -610,6 +612,8 @@ export abstract class H2Session<S extends H2StreamState> {
     const len = end - start;
     if ((flags & FLAG_ACK) !== 0) {
       if (len !== 0) this.connectionError(H2_FRAME_SIZE_ERROR);
+      // Our only SETTINGS is the first one, so this ACK puts its HEADER_TABLE_SIZE in force.
+      else if (this.limits.hpackTableSize < this.decoder.maxTableSize) this.decoder.lowerLimit(this.limits.hpackTableSize);
       return;
     }
     if (len % 6 !== 0) {

@@ -323,9 +323,11 @@ function toFastBuffer(buf: Uint8Array): FastBuffer {
 export class HpackDecoder {
   /** Set by each decode(): undefined, or a short reason when a field is not valid HTTP. */
   invalid: string | undefined = undefined;
-  /** The most the peer may set the dynamic table to (our SETTINGS_HEADER_TABLE_SIZE). */
-  readonly maxTableSize: number;
+  /** The most the peer may set the dynamic table to (our SETTINGS_HEADER_TABLE_SIZE, once in force). */
+  maxTableSize: number;
   private max: number;
+  /** The limit was lowered below the table's size: the next block must start with a size update. */
+  private updateDue = false;
   private size = 0;
   // The dynamic table: a ring of entries, newest at `head`, `count` entries back from it.
   private names: string[];
@@ -348,9 +350,9 @@ export class HpackDecoder {
     if (!(maxTableSize >= 0 && maxTableSize <= MAX_INT)) throw new RangeError(`bad HPACK table size ${maxTableSize}`);
     this.maxTableSize = maxTableSize;
     // The peer's encoder starts from the protocol's initial 4096 (RFC 9113 6.5.2) and must signal any
-    // change with a size update; a smaller limit of ours applies from the start (as in RFC 7541 C.5).
-    // (A peer that encodes before it has seen our smaller SETTINGS and assumes 4096 would fall out of
-    // step; the smaller limit is only advertised when configured.)
+    // change with a size update; a smaller limit given here applies from the start (as in RFC 7541
+    // C.5). An HTTP/2 session starts at 4096 and lowers the limit with lowerLimit() once the peer has
+    // acknowledged a smaller SETTINGS_HEADER_TABLE_SIZE.
     this.max = Math.min(maxTableSize, 4096);
     // Starts small (connections are cheap to open) and doubles as entries arrive; at most
     // maxTableSize / 32 entries fit.
@@ -358,6 +360,17 @@ export class HpackDecoder {
     this.values = new Array<string>(16).fill('');
     this.bad = new Array<number>(16).fill(0);
     this.mask = 15;
+  }
+
+  /**
+   * A new, lower limit is in force (the peer acknowledged our SETTINGS_HEADER_TABLE_SIZE). If the
+   * table's maximum is above it, the peer's next header block must begin with a size update to at
+   * most `limit` (RFC 7541 4.2); one that does not is a compression error.
+   */
+  lowerLimit(limit: number): void {
+    if (!(limit >= 0 && limit <= this.maxTableSize)) throw new RangeError(`bad HPACK table size ${limit}`);
+    this.maxTableSize = limit;
+    if (this.max > limit) this.updateDue = true;
   }
 
   /** The dynamic table's current size in octets (RFC 7541 4.1). */
@@ -369,12 +382,6 @@ export class HpackDecoder {
     return ringEntries(this.names, this.values, this.head, this.mask, this.count);
   }
 
-  /**
-   * Decodes the complete header block buf[start, end) and appends [name, value, ...] (latin1, wire
-   * order, pseudo-headers included) to `out`. Returns the header list size (RFC 9113 6.5.2); past
-   * maxListSize, fields are still decoded (the table stays in step) but no longer appended.
-   * Throws HpackError on any decoding error; the decoder is unusable after that.
-   */
   /** The ring slot of dynamic-table index `idx` (> 61), or a compression error past the table. */
   private slot(idx: number): number {
     const i = idx - STATIC_COUNT - 1;
@@ -382,11 +389,20 @@ export class HpackDecoder {
     return (this.head - i) & this.mask;
   }
 
+  /**
+   * Decodes the complete header block buf[start, end) and appends [name, value, ...] (latin1, wire
+   * order, pseudo-headers included) to `out`. Returns the header list size (RFC 9113 6.5.2); past
+   * maxListSize, fields are still decoded (the table stays in step) but no longer appended.
+   * Throws HpackError on any decoding error; the decoder is unusable after that.
+   */
   decode(buf: Uint8Array, start: number, end: number, out: string[], maxListSize: number): number {
     if (this.dead) throw new HpackError('HPACK decoder used after a compression error');
     this.dead = true; // cleared on success: any throw below leaves the decoder unusable
     if (!(start >= 0 && start <= end && end <= buf.length)) throw new HpackError('header block bounds out of range');
     const b = toFastBuffer(buf);
+    if (this.updateDue && start < end && (b[start] & 0xe0) !== 0x20) {
+      throw new HpackError(`no dynamic table size update to our lowered limit ${this.maxTableSize}`);
+    }
     let invalid = 0;
     let listSize = 0;
     let sizeUpdateAllowed = true;
@@ -419,6 +435,7 @@ export class HpackDecoder {
         p = at;
         if (v > this.maxTableSize) throw new HpackError(`dynamic table size update ${v} above the limit ${this.maxTableSize}`);
         this.max = v;
+        this.updateDue = false;
         this.evictTo(v);
         continue;
       } else {

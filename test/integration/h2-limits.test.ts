@@ -6,7 +6,7 @@ import t from 'tap';
 import { collectEnvoyStats } from '../../src/stats/envoy-stats';
 import type { RunningKeel } from '../helpers/keel';
 import { waitUntil } from '../helpers/wait';
-import { connectH2, continuationFrame, dataFrame, encodeHeaders, ERR, FRAME, h2Options, headersFrame, pingFrame, requestBlock, serverPreface, SETTING, startConformanceKeel, startConformanceUpstream, windowUpdateFrame } from '../helpers/h2-wire';
+import { connectH2, continuationFrame, dataFrame, encodeHeaders, ERR, FRAME, h2Options, headersFrame, pingFrame, requestBlock, serverPreface, settingsFrame, SETTING, startConformanceKeel, startConformanceUpstream, windowUpdateFrame } from '../helpers/h2-wire';
 
 /** A counter of keel's /stats by its Envoy name. */
 function stat(keel: RunningKeel, name: string): number {
@@ -98,4 +98,52 @@ t.test('connection_keepalive: PINGs at the interval; a client that answers stays
   await silent.expectClose('keel to close the silent connection');
   t.equal(stat(keel, 'http2.keepalive_timeout'), before + 1, 'http2.keepalive_timeout counts it');
   t.notOk(good.isClosed, 'the answering connection is still open');
+});
+
+/** HPACK literal with incremental indexing: a static name index (1..15) or a new name. */
+function indexedLiteral(name: string | number, value: string): Buffer {
+  const v = Buffer.from(value, 'latin1');
+  if (typeof name === 'number') return Buffer.concat([Buffer.from([0x40 | name, v.length]), v]);
+  const n = Buffer.from(name, 'latin1');
+  return Buffer.concat([Buffer.from([0x40, n.length]), n, Buffer.from([v.length]), v]);
+}
+
+t.test('hpack_table_size below 4096: in force from the client\'s SETTINGS ACK, not before', async (t) => {
+  const { keel } = await startConformanceKeel(t, h2Options({ hpack_table_size: 256 }));
+  // Before it has seen keel's SETTINGS a client may fill the table as if it held 4096 octets: a
+  // :path entry, then 480 octets of fillers, and the next request names the :path by its index.
+  const w = await connectH2(keel.port, t, { autoAck: false });
+  const fillers: Buffer[] = [];
+  for (let i = 0; i < 6; i++) fillers.push(indexedLiteral(`x-fill-${i}`, String(i).repeat(40)));
+  const pseudo = encodeHeaders([':method', 'GET', ':scheme', 'http', ':authority', 'conformance.test']);
+  w.send(headersFrame(1, Buffer.concat([pseudo, indexedLiteral(4, '/up/big/77'), ...fillers]), { endStream: true }));
+  // dynamic index 62 is the newest entry; the :path went in 7th from last, so it is 62 + 6
+  w.send(headersFrame(3, Buffer.concat([pseudo, Buffer.from([0x80 | 68])]), { endStream: true }));
+  const first = await w.response(1);
+  const second = await w.response(3);
+  t.equal(first.status, '200');
+  t.equal(first.body.length, 77, 'the first request is /up/big/77');
+  t.equal(second.status, '200');
+  t.equal(second.body.length, 77, "the second request's indexed :path resolved against a 4096-octet table");
+  t.equal(w.serverSettings.get(SETTING.HEADER_TABLE_SIZE), 256, 'keel advertised the smaller table');
+
+  // After the ACK the client's next block must shrink the table first (RFC 7541 4.2).
+  w.send(settingsFrame([], true));
+  w.request(5, '/');
+  await w.expectGoaway(ERR.COMPRESSION_ERROR);
+
+  const v = await connectH2(keel.port, t, { autoAck: false });
+  v.send(headersFrame(1, Buffer.concat([pseudo, indexedLiteral(4, '/up/big/5'), ...fillers]), { endStream: true }));
+  t.equal((await v.response(1)).body.length, 5);
+  v.send(settingsFrame([], true));
+  // size update to 256 (0x3f, then 256 - 31 = 225 as 0xe1 0x01): the three newest fillers (80
+  // octets each) stay, at indexes 62 to 64, and the rest is evicted
+  v.send(headersFrame(3, Buffer.concat([Buffer.from([0x3f, 0xe1, 0x01]), pseudo, encodeHeaders([':path', '/up/big/9'])]), { endStream: true }));
+  t.equal((await v.response(3)).body.length, 9, 'a block that opens with the size update is served');
+  v.send(headersFrame(5, Buffer.concat([pseudo, encodeHeaders([':path', '/up/big/3']), Buffer.from([0x80 | 62])]), { endStream: true }));
+  const r5 = await v.response(5);
+  t.equal(r5.status, '200', 'the newest filler is still in the shrunk table');
+  t.equal(r5.body.length, 3);
+  v.send(headersFrame(7, Buffer.concat([pseudo, encodeHeaders([':path', '/up/big/3']), Buffer.from([0x80 | 65])]), { endStream: true }));
+  await v.expectGoaway(ERR.COMPRESSION_ERROR);
 });

@@ -279,6 +279,32 @@ t.test('size updates shrink and evict; a decoder with a smaller limit rejects la
   t.same(pairs(decodeAll(new HpackDecoder(100), intBytes(0x20, 5, 100)).fields), []);
 });
 
+t.test('lowerLimit: the next block must open with a size update to the new limit, then it binds', async (t) => {
+  const d = new HpackDecoder(4096);
+  decodeAll(d, Buffer.concat([literal('aaaa', 'b'.repeat(100), 0x40), literal('cccc', 'd'.repeat(100), 0x40)]));
+  t.equal(d.tableSize, 272);
+  d.lowerLimit(200);
+  t.equal(d.maxTableSize, 200);
+  t.throws(() => decodeAll(d, literal('x', 'y')), { name: 'HpackError', message: /size update/ }, 'a block without the update');
+  const e = new HpackDecoder(4096);
+  decodeAll(e, Buffer.concat([literal('aaaa', 'b'.repeat(100), 0x40), literal('cccc', 'd'.repeat(100), 0x40)]));
+  e.lowerLimit(200);
+  t.throws(() => decodeAll(e, intBytes(0x20, 5, 201)), { name: 'HpackError' }, 'an update above the new limit');
+  const f = new HpackDecoder(4096);
+  decodeAll(f, Buffer.concat([literal('aaaa', 'b'.repeat(100), 0x40), literal('cccc', 'd'.repeat(100), 0x40)]));
+  f.lowerLimit(200);
+  const r = decodeAll(f, Buffer.concat([intBytes(0x20, 5, 200), intBytes(0x80, 7, 62), literal('x', 'y')]));
+  t.same(pairs(r.fields), [['cccc', 'd'.repeat(100)], ['x', 'y']], 'the newest entry survives the eviction');
+  t.equal(f.tableMaxSize, 200);
+  t.same(pairs(decodeAll(f, literal('p', 'q')).fields), [['p', 'q']], 'later blocks need no update');
+  t.throws(() => decodeAll(f, intBytes(0x20, 5, 201)), { name: 'HpackError' }, 'the lower limit binds later updates');
+  const g = new HpackDecoder(4096);
+  decodeAll(g, intBytes(0x20, 5, 100));
+  g.lowerLimit(200);
+  t.same(pairs(decodeAll(g, literal('x', 'y')).fields), [['x', 'y']], 'no update is due when the table is already within the limit');
+  t.throws(() => new HpackDecoder(100).lowerLimit(200), RangeError, 'a limit can only be lowered');
+});
+
 t.test('a large table (limit above 4096): the ring grows, indexes stay right, eviction in order', async (t) => {
   const d = new HpackDecoder(65536);
   t.equal(d.tableMaxSize, 4096, 'starts at the protocol default until a size update');
