@@ -155,6 +155,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   host: Host | undefined;
   private upstream: UpstreamStream | undefined;
   private waitingForPool = false;
+  /** the current attempt's pool protocol (cluster.upstreamHttp2 of this request) */
+  private upstreamHttp2 = false;
   /** request body that arrived before the upstream was ready */
   private buffered: Buffer[] | undefined;
   private bufferedBytes = 0;
@@ -522,6 +524,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
       trailers: r !== undefined ? r.trailers : this.bufferedTrailers,
       complete: this.requestComplete,
       timeoutMs: this.routeTimeoutMs(),
+      downstreamHttp2: this.protocol === 'HTTP/2',
     });
   }
 
@@ -615,7 +618,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     if (r !== undefined && r.policy.previousHosts) (r.previous ??= []).push(host);
     this.waitingForPool = true;
     this.upstreamStart = Date.now();
-    host.pool(cluster.http2).newStream(this.hedging ? (this.attemptCb = new HedgeAttempt(this)) : this);
+    host.pool((this.upstreamHttp2 = cluster.upstreamHttp2(this.protocol === 'HTTP/2'))).newStream(this.hedging ? (this.attemptCb = new HedgeAttempt(this)) : this);
   }
 
   /** The current attempt is over (its outcome is known): undo its per-attempt counters and timer. */
@@ -1050,7 +1053,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   private abandonUpstream(): void {
     if (this.waitingForPool) {
       this.waitingForPool = false;
-      this.host?.pool(this.cluster!.http2).cancel(this.attemptCb);
+      this.host?.pool(this.upstreamHttp2).cancel(this.attemptCb);
     }
     const up = this.upstream;
     if (up) {

@@ -81,6 +81,8 @@ export interface MirrorSource {
   readonly complete: boolean;
   /** route timeout (0 = none): a shadow lives at most this long */
   readonly timeoutMs: number;
+  /** the main request came in over HTTP/2 (a USE_DOWNSTREAM cluster sends it on over HTTP/2 too) */
+  readonly downstreamHttp2: boolean;
 }
 
 /** One shadow request; the main stream feeds it body and tells it when it is gone. */
@@ -94,6 +96,8 @@ export class ShadowRequest implements PoolCallbacks {
   private requestEnded = false;
   private done = false;
   private timer: NodeJS.Timeout | undefined;
+  /** the pool's protocol */
+  private readonly http2: boolean;
 
   constructor(
     private readonly cluster: Cluster,
@@ -101,7 +105,9 @@ export class ShadowRequest implements PoolCallbacks {
     private readonly headers: HeaderMap,
     private readonly stats: MirrorStats,
     timeoutMs: number,
+    downstreamHttp2: boolean,
   ) {
+    this.http2 = cluster.upstreamHttp2(downstreamHttp2);
     cluster.resources.requests.inc();
     cluster.stats.upstreamRqTotal++;
     host.activeRequests++;
@@ -115,7 +121,7 @@ export class ShadowRequest implements PoolCallbacks {
   start(): void {
     if (this.done) return;
     this.waiting = true;
-    this.host.pool(this.cluster.http2).newStream(this);
+    this.host.pool(this.http2).newStream(this);
   }
 
   /** More request body from the main stream. */
@@ -241,7 +247,7 @@ export class ShadowRequest implements PoolCallbacks {
     }
     if (this.waiting) {
       this.waiting = false;
-      this.host.pool(this.cluster.http2).cancel(this);
+      this.host.pool(this.http2).cancel(this);
     }
     const up = this.upstream;
     this.upstream = undefined;
@@ -277,7 +283,7 @@ export function startShadows(policies: readonly RequestMirrorPolicyConfig[], src
     }
     const headers = new HeaderMap(src.headers.raw.slice());
     if (!p.disableShadowHostSuffixAppend) headers.set(':authority', shadowAuthority(headers.first(':authority') ?? ''));
-    const s = new ShadowRequest(cluster, host, headers, stats, src.timeoutMs);
+    const s = new ShadowRequest(cluster, host, headers, stats, src.timeoutMs, src.downstreamHttp2);
     const body = src.body;
     const tr = src.trailers;
     if (body !== undefined) {

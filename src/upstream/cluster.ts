@@ -190,7 +190,10 @@ export class Cluster {
   readonly stats: ClusterStats = newStats();
   /** Envoy's cluster.<name>.http2.* codec counters, kept by the cluster's HTTP/2 connections */
   readonly http2Stats: H2CodecStats = newH2CodecStats();
+  /** HTTP/2 upstream (explicit http2_protocol_options) */
   readonly http2: boolean;
+  /** USE_DOWNSTREAM_PROTOCOL (use_downstream_protocol_config): each request's upstream protocol is its downstream one */
+  readonly useDownstreamProtocol: boolean;
   private dnsTimer: NodeJS.Timeout | undefined;
   /** the cluster's transport_socket TLS (undefined = plaintext) */
   private readonly tlsDefault?: UpstreamTls;
@@ -217,6 +220,7 @@ export class Cluster {
     };
     this.resources = new ResourceManager(config.circuitBreakers.find((t) => t.priority === 'DEFAULT'));
     this.http2 = config.protocol === 'HTTP2';
+    this.useDownstreamProtocol = config.protocol === 'USE_DOWNSTREAM';
     if (config.tls) this.tlsDefault = new UpstreamTls(config.tls, opts.secrets, this.http2);
     this.tlsMatches = config.transportSocketMatches.map((m) => ({ match: m.match, ...(m.tls ? { tls: new UpstreamTls(m.tls, opts.secrets, this.http2) } : {}) }));
     this.hasTls = this.tlsDefault !== undefined || this.tlsMatches.some((m) => m.tls !== undefined);
@@ -267,6 +271,11 @@ export class Cluster {
     const l = h.endpoint === undefined ? undefined : this.endpointLocality.get(h.endpoint);
     return l !== undefined && l.loadBalancingWeight > 0 ? l : undefined;
   };
+
+  /** Whether a request goes upstream over HTTP/2: as configured, or (USE_DOWNSTREAM) as it came in. */
+  upstreamHttp2(downstreamHttp2: boolean): boolean {
+    return this.useDownstreamProtocol ? downstreamHttp2 : this.http2;
+  }
 
   /**
    * TLS options for a new connection to `host` (undefined = plaintext). The host's transport socket

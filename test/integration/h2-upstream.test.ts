@@ -390,3 +390,48 @@ t.test('connection_keepalive upstream: a server that never answers PING loses th
   t.equal(stats.find((x) => x.name === 'cluster.answering.http2.keepalive_timeout')?.value, 0);
   t.equal(answering.sessions.size, 1, 'the answering upstream keeps its connection');
 });
+
+t.test('use_downstream_protocol_config: HTTP/1.1 requests go up over HTTP/1.1, HTTP/2 ones over HTTP/2 (ALPN over TLS)', async (t) => {
+  // Istio's clusters for ports whose protocol is sniffed: a gRPC client must reach its server over HTTP/2.
+  const { crt, key } = await selfSignedCert();
+  const server = http2.createSecureServer({ cert: readFileSync(crt), key: readFileSync(key), allowHTTP1: true });
+  server.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+    const alpn = (req.socket as unknown as import('node:tls').TLSSocket).alpnProtocol;
+    res.end(`${req.httpVersion} ${String(alpn)}`);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const upPort = (server.address() as net.AddressInfo).port;
+  const upTls = `
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        use_downstream_protocol_config: {}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context:
+          validation_context: { trusted_ca: { filename: ${crt} } }`;
+  const keel = await startKeel(bootstrap(ROUTES, cluster('u', upPort, upTls)));
+  const client = http2.connect(`http://127.0.0.1:${keel.port}`);
+  t.teardown(async () => {
+    client.close();
+    await keel.stop();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  const h1 = await get(keel.port, '/one');
+  t.equal(h1.status, 200);
+  t.equal(h1.body.toString(), '1.1 http/1.1', 'an HTTP/1.1 request goes up over HTTP/1.1, ALPN http/1.1');
+  const h2 = await new Promise<string>((resolve, reject) => {
+    const req = client.request({ ':path': '/two' });
+    let body = '';
+    req.setEncoding('latin1');
+    req.on('data', (c: string) => (body += c));
+    req.on('end', () => resolve(body));
+    req.on('error', reject);
+    req.end();
+  });
+  t.equal(h2, '2.0 h2', 'an HTTP/2 request goes up over HTTP/2, ALPN h2');
+  t.equal((await get(keel.port, '/three')).body.toString(), '1.1 http/1.1', 'and HTTP/1.1 again after it');
+});
