@@ -13,6 +13,7 @@ import { filterDecoder, perRouteDecoder } from './http-filters';
 import { decodeCorsPolicy, withLegacyCors } from './filters/cors';
 import { decodeAccessLog, decodeHcmTracing, decodeRouteTracing } from './observability';
 import type {
+  AlpnOverride,
   AppendAction,
   Bootstrap,
   CertificateValidation,
@@ -90,12 +91,14 @@ const TYPE = {
   rawBuffer: 'envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer',
   httpProtocolOptions: 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
   tcpProtocolOptions: 'envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions',
+  istioAlpn: 'istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig',
 } as const;
 
 const NAME = {
   hcm: 'envoy.filters.network.http_connection_manager',
   tcpProxy: 'envoy.filters.network.tcp_proxy',
   router: 'envoy.filters.http.router',
+  istioAlpn: 'istio.alpn',
   tls: 'envoy.transport_sockets.tls',
   rawBuffer: 'envoy.transport_sockets.raw_buffer',
 } as const;
@@ -116,14 +119,12 @@ const LISTENER_FILTERS: ReadonlyMap<string, string> = new Map([
 export const SKIPPED_HTTP_FILTERS: ReadonlySet<string> = new Set([
   'istio.metadata_exchange',
   'istio.stats',
-  'istio.alpn',
   'istio.peer_metadata',
   'envoy.filters.http.peer_metadata',
   'envoy.filters.http.grpc_stats',
   'envoy.filters.http.wasm',
   // config types of the same filters
   'io.istio.http.peer_metadata.Config',
-  'istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig',
   'stats.PluginConfig',
   'envoy.extensions.filters.http.grpc_stats.v3.FilterConfig',
 ]);
@@ -1581,7 +1582,7 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
   } else if (routeKind === 'scoped_routes') {
     r.problem('scoped_routes is not supported by keel', 'scoped_routes');
   }
-  const { filters: httpFilters, suppressEnvoyHeaders } = decodeHttpFilters(r);
+  const { filters: httpFilters, suppressEnvoyHeaders, alpnOverride } = decodeHttpFilters(r);
   const common = r.sub('common_http_protocol_options', 'HttpProtocolOptions', decodeCommonHttpOptions);
   if (common && common.maxRequestsPerConnection !== 0) {
     r.warn('ignored: max_requests_per_connection is not enforced on downstream connections', 'common_http_protocol_options');
@@ -1652,6 +1653,7 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
     stripMatchingHostPort: stripMatching,
     stripAnyHostPort: stripAny,
     suppressEnvoyHeaders,
+    ...(alpnOverride !== undefined ? { alpnOverride } : {}),
     http1,
     http2,
     ...(streamErrorOnInvalid !== undefined ? { streamErrorOnInvalidHttpMessage: streamErrorOnInvalid } : {}),
@@ -1660,11 +1662,12 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
   return statPrefix === '' || routeKind === undefined || routeKind === 'scoped_routes' ? undefined : cfg;
 }
 
-function decodeHttpFilters(r: Reader): { filters: HttpFilterConfig[]; suppressEnvoyHeaders: boolean } {
+function decodeHttpFilters(r: Reader): { filters: HttpFilterConfig[]; suppressEnvoyHeaders: boolean; alpnOverride?: AlpnOverride } {
   const diag = r.diag;
   const items = r.list('http_filters');
   const filters: HttpFilterConfig[] = [];
   let suppressEnvoyHeaders = false;
+  let alpnOverride: AlpnOverride | undefined;
   let routerAt = -1;
   let routerPath = '';
   items.forEach(({ value, path }, i) => {
@@ -1689,6 +1692,13 @@ function decodeHttpFilters(r: Reader): { filters: HttpFilterConfig[]; suppressEn
         rc.done();
       }
       filters.push({ name, typeName: TYPE.router, config: typed ? { ...typed.reader.raw } : {}, isOptional, disabled });
+    } else if (typeName === TYPE.istioAlpn || (typed === undefined && name === NAME.istioAlpn)) {
+      // Not a filter on the request path: it chooses the upstream connection's ALPN (Stream.startAttempt).
+      if (typed && !disabled) {
+        const ar = typed.reader.retype('FilterConfig');
+        alpnOverride = decodeAlpnOverride(ar);
+        ar.done();
+      }
     } else if (typed !== undefined && filterDecoder(typeName) !== undefined) {
       const config = filterDecoder(typeName)!.decode(typed.reader);
       typed.reader.done();
@@ -1703,7 +1713,27 @@ function decodeHttpFilters(r: Reader): { filters: HttpFilterConfig[]; suppressEn
   });
   if (routerAt < 0) r.problem(`the last HTTP filter must be ${NAME.router}`, 'http_filters');
   else if (routerAt !== items.length - 1) diag.problem(routerPath, `${NAME.router} must be the last HTTP filter`);
-  return { filters, suppressEnvoyHeaders };
+  return { filters, suppressEnvoyHeaders, ...(alpnOverride !== undefined ? { alpnOverride } : {}) };
+}
+
+/** istio.alpn's FilterConfig: alpn_override [{ upstream_protocol: HTTP10 | HTTP11 | HTTP2, alpn_override: [..] }]. */
+function decodeAlpnOverride(r: Reader): AlpnOverride {
+  const out: { http10?: string[]; http11?: string[]; http2?: string[] } = {};
+  for (const { value, path } of r.list('alpn_override')) {
+    const o = Reader.of(r.diag, path, value, 'AlpnOverride');
+    if (!o) continue;
+    const protocol = o.enum('upstream_protocol', ['HTTP10', 'HTTP11', 'HTTP2'], 'HTTP10');
+    const list = o.strList('alpn_override');
+    o.done();
+    if (list.some((p) => p === '' || p.length > 255)) {
+      o.problem('ALPN protocol names must be 1 to 255 bytes', 'alpn_override');
+      continue;
+    }
+    const key = protocol === 'HTTP2' ? 'http2' : protocol === 'HTTP11' ? 'http11' : 'http10';
+    if (out[key] !== undefined) o.problem(`upstream_protocol ${protocol} is overridden twice`, 'upstream_protocol');
+    else if (list.length > 0) out[key] = list;
+  }
+  return out;
 }
 
 function decodeTcpProxy(ctx: Ctx, r: Reader): TcpProxyConfig | undefined {

@@ -402,6 +402,8 @@ export interface HttpConnectionManagerConfig {
   readonly stripMatchingHostPort: boolean;
   readonly stripAnyHostPort: boolean;
   readonly suppressEnvoyHeaders: boolean;
+  /** Istio's istio.alpn filter: the ALPN list an upstream TLS connection offers, by upstream protocol */
+  readonly alpnOverride?: AlpnOverride;
   readonly http1: { readonly acceptHttp10: boolean; readonly defaultHostForHttp10?: string };
   readonly http2: Http2Options;
   /** stream_error_on_invalid_http_message, when set: a malformed HTTP/2 request resets its stream only (default: the connection) */
@@ -726,4 +728,16 @@ export interface HealthCheckConfig {
   };
   /** tcp_health_check: connect only (send/receive payloads are not supported) */
   readonly tcp?: true;
+}
+
+/**
+ * istio.alpn (istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig): the ALPN protocols an
+ * upstream TLS connection offers instead of the cluster's, by the protocol the request goes
+ * upstream with, so that the peer sidecar's inbound filter chains can tell mTLS HTTP (e.g.
+ * `istio-http/1.1`, `istio-h2`) from mTLS TCP. An absent entry leaves the cluster's list.
+ */
+export interface AlpnOverride {
+  readonly http10?: readonly string[];
+  readonly http11?: readonly string[];
+  readonly http2?: readonly string[];
 }

@@ -157,6 +157,8 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   private waitingForPool = false;
   /** the current attempt's pool protocol (cluster.upstreamHttp2 of this request) */
   private upstreamHttp2 = false;
+  /** the current attempt's istio.alpn override (undefined: the cluster's ALPN) */
+  private upstreamAlpn: readonly string[] | undefined = undefined;
   /** request body that arrived before the upstream was ready */
   private buffered: Buffer[] | undefined;
   private bufferedBytes = 0;
@@ -618,7 +620,10 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
     if (r !== undefined && r.policy.previousHosts) (r.previous ??= []).push(host);
     this.waitingForPool = true;
     this.upstreamStart = Date.now();
-    host.pool((this.upstreamHttp2 = cluster.upstreamHttp2(this.protocol === 'HTTP/2'))).newStream(this.hedging ? (this.attemptCb = new HedgeAttempt(this)) : this);
+    const h2 = (this.upstreamHttp2 = cluster.upstreamHttp2(this.protocol === 'HTTP/2'));
+    const ao = this.hcm.config.alpnOverride;
+    this.upstreamAlpn = ao === undefined ? undefined : h2 ? ao.http2 : cluster.useDownstreamProtocol && this.protocol === 'HTTP/1.0' ? ao.http10 : ao.http11;
+    host.pool(h2, this.upstreamAlpn).newStream(this.hedging ? (this.attemptCb = new HedgeAttempt(this)) : this);
   }
 
   /** The current attempt is over (its outcome is known): undo its per-attempt counters and timer. */
@@ -1053,7 +1058,7 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
   private abandonUpstream(): void {
     if (this.waitingForPool) {
       this.waitingForPool = false;
-      this.host?.pool(this.upstreamHttp2).cancel(this.attemptCb);
+      this.host?.pool(this.upstreamHttp2, this.upstreamAlpn).cancel(this.attemptCb);
     }
     const up = this.upstream;
     if (up) {

@@ -46,7 +46,7 @@ export class H1Connection implements UpstreamStream, H1Handler {
     if (c.upstreamBindSource) (opts as net.TcpNetConnectOpts).localAddress = c.upstreamBindSource.address;
     const tlsOpts = host.cluster.tlsOptionsFor(host);
     if (tlsOpts) {
-      this.socket = host.connectTls(opts, tlsOpts, 'h1');
+      this.socket = host.connectTls(opts, tlsOpts, 'h1', pool.alpn);
       this.socket.on('data', this.onData);
     } else {
       // Plain TCP reads land in one shared buffer (no Readable machinery, no allocation per
@@ -337,7 +337,11 @@ export class H1Pool implements ConnPool {
 
   private stopSweep: (() => void) | undefined;
 
-  constructor(private readonly host: Host) {}
+  constructor(
+    private readonly host: Host,
+    /** the ALPN list this pool's TLS connections offer (istio.alpn), instead of the cluster's */
+    readonly alpn?: readonly string[],
+  ) {}
 
   get activeConnections(): number {
     return this.all.size;

@@ -20,11 +20,11 @@ import type { PoolCallbacks, UpstreamStream } from './types';
 /** the largest response header block taken (as the HTTP/1 pool's) */
 const MAX_RESPONSE_HEADERS = 96 * 1024;
 
-function openSocket(host: Host, scheme: 'http' | 'https', onRead: (n: number, b: Buffer) => boolean): net.Socket {
+function openSocket(host: Host, scheme: 'http' | 'https', alpn: readonly string[] | undefined, onRead: (n: number, b: Buffer) => boolean): net.Socket {
   const c = host.cluster.config;
   const opts: net.NetConnectOpts = { host: host.address, port: host.port, noDelay: true };
   if (c.upstreamBindSource) (opts as net.TcpNetConnectOpts).localAddress = c.upstreamBindSource.address;
-  if (scheme === 'https') return host.connectTls(opts, host.cluster.tlsOptionsFor(host)!, 'h2');
+  if (scheme === 'https') return host.connectTls(opts, host.cluster.tlsOptionsFor(host)!, 'h2', alpn);
   // plain TCP reads land in the shared upstream read buffer (partial frames are copied)
   return net.connect({ ...opts, onread: { buffer: UPSTREAM_READ_BUFFER, callback: onRead } } as net.NetConnectOpts);
 }
@@ -75,9 +75,10 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
     settings: H2ClientSettings,
     readonly scheme: 'http' | 'https',
     private readonly events: H2ClientEvents,
+    alpn?: readonly string[],
   ) {
     const self: { c?: H2ClientConnection } = {};
-    super(openSocket(host, scheme, (n, b) => self.c!.onRead(n, b)), settings.limits);
+    super(openSocket(host, scheme, alpn, (n, b) => self.c!.onRead(n, b)), settings.limits);
     self.c = this;
     this.maxStreams = host.cluster.config.http2.maxConcurrentStreams;
     const socket = this.socket;
@@ -109,8 +110,9 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
 
   private readonly onConnect = (): void => {
     const alpn = (this.socket as tls.TLSSocket).alpnProtocol;
-    if (this.scheme === 'https' && alpn !== 'h2' && alpn !== false && alpn !== undefined) {
-      // the server picked another protocol: it will not speak HTTP/2 on this connection
+    if (this.scheme === 'https' && (alpn === 'http/1.1' || alpn === 'http/1.0')) {
+      // the server picked HTTP/1: it will not speak HTTP/2 on this connection (any other answer,
+      // such as an istio.alpn override's istio-h2 or istio, leaves the cluster's protocol in charge)
       this.fail('KEEL_UPSTREAM_PROTOCOL_ERROR', `ALPN ${String(alpn)}`);
       return;
     }

@@ -16,7 +16,11 @@ export class H2Pool implements ConnPool, H2ClientEvents {
   private draining = false;
   private settingsCache: H2ClientSettings | undefined;
 
-  constructor(private readonly host: Host) {}
+  constructor(
+    private readonly host: Host,
+    /** the ALPN list this pool's TLS connections offer (istio.alpn), instead of h2 */
+    private readonly alpn?: readonly string[],
+  ) {}
 
   get activeConnections(): number {
     return this.connections.length;
@@ -52,7 +56,7 @@ export class H2Pool implements ConnPool, H2ClientEvents {
     cluster.stats.upstreamCxTotal++;
     const scheme = cluster.tlsOptionsFor(this.host) ? 'https' : 'http';
     const settings = (this.settingsCache ??= new H2ClientSettings(this.host));
-    this.connections.push(new H2ClientConnection(this.host, settings, scheme, this));
+    this.connections.push(new H2ClientConnection(this.host, settings, scheme, this, this.alpn));
   }
 
   onReady(c: H2ClientConnection): void {

@@ -23,6 +23,8 @@ export class Host {
   readonly seq = ++hostSeq;
   private h1?: H1Pool;
   private h2?: H2Pool;
+  /** pools whose TLS connections offer an istio.alpn override, by protocol and ALPN list */
+  private alpnPools?: Map<string, H1Pool | H2Pool>;
   activeRequests = 0;
   health: HealthStatus;
   /** the active health checker says this host fails (set until its first check passes) */
@@ -38,12 +40,13 @@ export class Host {
   /**
    * A TLS connection to this host that resumes the host's last session of the same protocol, as
    * Envoy does upstream, while the options it was made with (secrets) are still the current ones.
-   * `h2` offers ALPN h2 only.
+   * ALPN: `alpn` when given (istio.alpn's override), else h2 only for `h2`, else the cluster's list.
    */
-  connectTls(opts: net.NetConnectOpts, tlsOpts: tls.ConnectionOptions, protocol: 'h1' | 'h2'): tls.TLSSocket {
+  connectTls(opts: net.NetConnectOpts, tlsOpts: tls.ConnectionOptions, protocol: 'h1' | 'h2', alpn?: readonly string[]): tls.TLSSocket {
     const last = this.tlsSessions[protocol];
     const session = last !== undefined && last.options === tlsOpts ? last.session : undefined;
-    const socket = tls.connect({ ...opts, ...tlsOpts, ...(protocol === 'h2' ? { ALPNProtocols: ['h2'] } : {}), ...(session ? { session } : {}) });
+    const protocols = alpn !== undefined ? { ALPNProtocols: [...alpn] } : protocol === 'h2' ? { ALPNProtocols: ['h2'] } : {};
+    const socket = tls.connect({ ...opts, ...tlsOpts, ...protocols, ...(session ? { session } : {}) });
     socket.on('session', (sess: Buffer) => (this.tlsSessions[protocol] = { options: tlsOpts, session: sess }));
     return socket;
   }
@@ -83,27 +86,56 @@ export class Host {
     return this.cluster.outlier?.isEjected(this) ?? false;
   }
 
-  /** for admin: open upstream connections of both pools */
+  /** for admin: open upstream connections of every pool */
   get activeConnections(): number {
-    return (this.h1?.activeConnections ?? 0) + (this.h2?.activeConnections ?? 0);
+    let n = (this.h1?.activeConnections ?? 0) + (this.h2?.activeConnections ?? 0);
+    if (this.alpnPools !== undefined) for (const p of this.alpnPools.values()) n += p.activeConnections;
+    return n;
   }
 
   get addressString(): string {
     return this.address.includes(':') ? `[${this.address}]:${this.port}` : `${this.address}:${this.port}`;
   }
 
-  pool(http2: boolean): ConnPool {
+  /**
+   * The pool for a request: by protocol and, over TLS, by the ALPN list its connections offer when
+   * istio.alpn overrides the cluster's (Envoy keys its pools by transport socket options the same way).
+   */
+  pool(http2: boolean, alpn?: readonly string[]): ConnPool {
+    if (alpn !== undefined && this.cluster.tlsOptionsFor(this) !== undefined) return this.alpnPool(http2, alpn);
     if (http2) return (this.h2 ??= new H2Pool(this));
     return (this.h1 ??= new H1Pool(this));
+  }
+
+  private alpnPool(http2: boolean, alpn: readonly string[]): H1Pool | H2Pool {
+    const key = alpnKey(http2, alpn);
+    const pools = (this.alpnPools ??= new Map());
+    let p = pools.get(key);
+    if (p === undefined) pools.set(key, (p = http2 ? new H2Pool(this, alpn) : new H1Pool(this, alpn)));
+    return p;
   }
 
   drain(): void {
     this.h1?.drain();
     this.h2?.drain();
+    if (this.alpnPools !== undefined) for (const p of this.alpnPools.values()) p.drain();
   }
 
   destroy(): void {
     this.h1?.destroy();
     this.h2?.destroy();
+    if (this.alpnPools !== undefined) for (const p of this.alpnPools.values()) p.destroy();
   }
+}
+
+const alpnKeys = new WeakMap<readonly string[], { h1: string; h2: string }>();
+
+/** A pool's key for an ALPN list (lists are compiled once with the config, so the keys are cached). */
+function alpnKey(http2: boolean, alpn: readonly string[]): string {
+  let k = alpnKeys.get(alpn);
+  if (k === undefined) {
+    const joined = alpn.join('\0');
+    alpnKeys.set(alpn, (k = { h1: `h1\0${joined}`, h2: `h2\0${joined}` }));
+  }
+  return http2 ? k.h2 : k.h1;
 }

@@ -58,6 +58,26 @@ const PROTO_DIRS = [
 ];
 const PROTO_FILES = ['envoy/service/discovery/v3/ads.proto', 'xds/type/v3/typed_struct.proto', 'udpa/type/v1/typed_struct.proto', 'google/rpc/status.proto'];
 
+/**
+ * Istio's own filter configs that istiod puts in Any and Envoy's protos do not carry, described here
+ * field by field (keel loads no Istio proto): istio.alpn's FilterConfig, in its package.
+ */
+const ISTIO_ALPN_PACKAGE = 'istio.envoy.config.filter.http.alpn.v2alpha1';
+const ISTIO_ALPN_TYPES: Record<string, protobuf.AnyNestedObject> = {
+  FilterConfig: {
+    fields: { alpn_override: { rule: 'repeated', type: 'AlpnOverride', id: 1 } },
+    nested: {
+      Protocol: { values: { HTTP10: 0, HTTP11: 1, HTTP2: 2 } },
+      AlpnOverride: {
+        fields: {
+          upstream_protocol: { type: 'Protocol', id: 1 },
+          alpn_override: { rule: 'repeated', type: 'string', id: 2 },
+        },
+      },
+    },
+  },
+};
+
 let root: protobuf.Root | undefined;
 
 /** The protobufjs root with every resource type keel reads (loaded once, ~0.3 s). */
@@ -85,6 +105,7 @@ export function xdsRoot(): protobuf.Root {
     return target;
   };
   r.loadSync(files, { keepCase: true });
+  r.define(ISTIO_ALPN_PACKAGE).addJSON(ISTIO_ALPN_TYPES);
   r.resolveAll();
   root = r;
   return r;

@@ -120,3 +120,43 @@ dynamic_resources:
   t.match(err(`  cds_config: { ads: {} }\n`), /no ads_config/);
   t.match(err(`  ads_config: { grpc_services: [{ google_grpc: { target_uri: x, stat_prefix: y } }] }\n`), /google_grpc is not supported/);
 });
+
+t.test('istio.alpn from istiod: a real Any (keel describes the message itself) becomes the HCM\'s override', async (t) => {
+  const alpnAny = {
+    '@type': 'type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig',
+    alpn_override: [
+      { upstream_protocol: 'HTTP10', alpn_override: ['istio-http/1.0', 'istio', 'http/1.0'] },
+      { upstream_protocol: 'HTTP11', alpn_override: ['istio-http/1.1', 'istio', 'http/1.1'] },
+      { upstream_protocol: 'HTTP2', alpn_override: ['istio-h2', 'istio', 'h2'] },
+    ],
+  };
+  const back = anyToJson(jsonToAny(alpnAny));
+  t.same(back, alpnAny, 'the filter config survives encode + decode');
+  const listener = {
+    '@type': TYPE.listener,
+    name: 'l',
+    address: { socket_address: { address: '0.0.0.0', port_value: 9080 } },
+    filter_chains: [
+      {
+        filters: [
+          {
+            name: 'envoy.filters.network.http_connection_manager',
+            typed_config: {
+              '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+              stat_prefix: 's',
+              route_config: { name: 'r', virtual_hosts: [] },
+              http_filters: [
+                { name: 'istio.alpn', typed_config: alpnAny },
+                { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
+              ],
+            },
+          },
+        ],
+      },
+    ],
+  };
+  const d = decodeListenerResource(anyToJson(jsonToAny(listener)));
+  t.same(d.problems, []);
+  const hcm = d.value?.filterChains[0].filter as { alpnOverride?: unknown };
+  t.same(hcm.alpnOverride, { http10: ['istio-http/1.0', 'istio', 'http/1.0'], http11: ['istio-http/1.1', 'istio', 'http/1.1'], http2: ['istio-h2', 'istio', 'h2'] });
+});
