@@ -4,6 +4,7 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import * as http from 'node:http';
+import type * as http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -193,4 +194,41 @@ export function downstreamTls(crt: string, key: string): string {
             tls_certificates:
             - certificate_chain: { filename: ${crt} }
               private_key: { filename: ${key} }`;
+}
+
+/**
+ * A cluster's `typed_extension_protocol_options` with one HttpProtocolOptions field (e.g.
+ * `use_downstream_protocol_config: {}`), indented for cluster()'s `extra`.
+ */
+export function httpProtocolOptions(field: string): string {
+  return `
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        ${field}`;
+}
+
+/** A cluster's transport_socket: TLS to `localhost` trusting `crt`, optionally with alpn_protocols; for cluster()'s `extra`. */
+export function upstreamTls(crt: string, alpn?: readonly string[]): string {
+  return `
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context:${alpn ? `\n          alpn_protocols: [${alpn.join(', ')}]` : ''}
+          validation_context: { trusted_ca: { filename: ${crt} } }`;
+}
+
+/** GET `path` on an HTTP/2 client session; resolves with the body (latin1). */
+export function h2Get(client: http2.ClientHttp2Session, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = client.request({ ':path': path });
+    let body = '';
+    req.setEncoding('latin1');
+    req.on('data', (c: string) => (body += c));
+    req.on('end', () => resolve(body));
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -11,14 +11,10 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { HpackEncoder } from '../../src/http/hpack';
 import { collectEnvoyStats } from '../../src/stats/envoy-stats';
-import { bootstrap, cluster, downstreamTls, selfSignedCert, startKeel } from '../helpers/keel';
+import { bootstrap, cluster, downstreamTls, h2Get, httpProtocolOptions, selfSignedCert, startKeel, upstreamTls } from '../helpers/keel';
 import { waitUntil } from '../helpers/wait';
 
-const H2 = `
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }`;
+const H2 = httpProtocolOptions('explicit_http_config: { http2_protocol_options: {} }');
 const ROUTES = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u, retry_policy: { retry_on: refused-stream, num_retries: 2 } } }] }`;
 
 interface H2Upstream {
@@ -323,15 +319,7 @@ t.test('HTTP/2 over TLS at both ends: large bodies, trailers and many streams th
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const upPort = (server.address() as net.AddressInfo).port;
-  const upTls = `${H2}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: localhost
-        common_tls_context:
-          validation_context: { trusted_ca: { filename: ${crt} } }`;
-  const yaml = bootstrap(ROUTES, cluster('u', upPort, upTls)).replace('    filter_chains:\n    - filters:', `    filter_chains:\n    - name: tls\n${downstreamTls(crt, key)}\n      filters:`);
+  const yaml = bootstrap(ROUTES, cluster('u', upPort, H2 + upstreamTls(crt))).replace('    filter_chains:\n    - filters:', `    filter_chains:\n    - name: tls\n${downstreamTls(crt, key)}\n      filters:`);
   const keel = await startKeel(yaml);
   const client = http2.connect(`https://localhost:${keel.port}`, { ca: readFileSync(crt) });
   t.teardown(async () => {
@@ -401,19 +389,7 @@ t.test('use_downstream_protocol_config: HTTP/1.1 requests go up over HTTP/1.1, H
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const upPort = (server.address() as net.AddressInfo).port;
-  const upTls = `
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        use_downstream_protocol_config: {}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: localhost
-        common_tls_context:
-          validation_context: { trusted_ca: { filename: ${crt} } }`;
-  const keel = await startKeel(bootstrap(ROUTES, cluster('u', upPort, upTls)));
+  const keel = await startKeel(bootstrap(ROUTES, cluster('u', upPort, httpProtocolOptions('use_downstream_protocol_config: {}') + upstreamTls(crt))));
   const client = http2.connect(`http://127.0.0.1:${keel.port}`);
   t.teardown(async () => {
     client.close();
@@ -423,15 +399,6 @@ t.test('use_downstream_protocol_config: HTTP/1.1 requests go up over HTTP/1.1, H
   const h1 = await get(keel.port, '/one');
   t.equal(h1.status, 200);
   t.equal(h1.body.toString(), '1.1 http/1.1', 'an HTTP/1.1 request goes up over HTTP/1.1, ALPN http/1.1');
-  const h2 = await new Promise<string>((resolve, reject) => {
-    const req = client.request({ ':path': '/two' });
-    let body = '';
-    req.setEncoding('latin1');
-    req.on('data', (c: string) => (body += c));
-    req.on('end', () => resolve(body));
-    req.on('error', reject);
-    req.end();
-  });
-  t.equal(h2, '2.0 h2', 'an HTTP/2 request goes up over HTTP/2, ALPN h2');
+  t.equal(await h2Get(client, '/two'), '2.0 h2', 'an HTTP/2 request goes up over HTTP/2, ALPN h2');
   t.equal((await get(keel.port, '/three')).body.toString(), '1.1 http/1.1', 'and HTTP/1.1 again after it');
 });

@@ -2,14 +2,14 @@
 // goes upstream with (istio-http/1.1, istio-h2, ...), so that a peer sidecar's inbound filter chains
 // can tell mTLS HTTP from mTLS TCP. The upstream is a TLS server that records the offered list and
 // answers with the protocol it chose; connections with different lists are never shared.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { parseBootstrapText } from '../../src/config/bootstrap';
-import { bootstrap, cluster, selfSignedCert, startKeel } from '../helpers/keel';
+import { bootstrap, cluster, h2Get, httpProtocolOptions, selfSignedCert, startKeel, upstreamTls, type RunningKeel } from '../helpers/keel';
 
 interface Offer {
   offered: string[];
@@ -66,18 +66,6 @@ function get(port: number, path: string): Promise<{ status: number; body: string
   });
 }
 
-function get2(client: http2.ClientHttp2Session, path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = client.request({ ':path': path });
-    let body = '';
-    req.setEncoding('latin1');
-    req.on('data', (c: string) => (body += c));
-    req.on('end', () => resolve(body));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 const ALPN_FILTER = `
           - name: istio.alpn
             typed_config:
@@ -93,21 +81,8 @@ function withAlpnFilter(yaml: string): string {
   return yaml.replace('          http_filters:\n', `          http_filters:${ALPN_FILTER}\n`);
 }
 
-function tlsCluster(crt: string, protocol: string, alpn = ''): string {
-  return `
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        ${protocol}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: localhost
-        common_tls_context:
-          ${alpn}
-          validation_context: { trusted_ca: { filename: ${crt} } }`;
-}
+/** The cluster under test: per-request protocol, TLS with Istio's in-mesh ALPN list. */
+const MESH_CLUSTER_TLS = (crt: string): string => httpProtocolOptions('use_downstream_protocol_config: {}') + upstreamTls(crt, ['istio-peer-exchange', 'istio']);
 
 const ROUTES = `            - name: a
               domains: ["*"]
@@ -115,34 +90,39 @@ const ROUTES = `            - name: a
               - { match: { prefix: /plain/ }, route: { cluster: p } }
               - { match: { prefix: / }, route: { cluster: u } }`;
 
-t.test('istio.alpn: the offered ALPN follows each request\'s upstream protocol', async (t) => {
+/** keel in front of a recording upstream (cluster u) and `plainPort` (cluster p); all closed in teardown. */
+async function setup(t: Test, alpnFilter: boolean, plainPort = 1): Promise<{ keel: RunningKeel; up: Awaited<ReturnType<typeof recordingUpstream>>; client: http2.ClientHttp2Session }> {
   const { crt, key } = await selfSignedCert();
   const up = await recordingUpstream(crt, key);
-  const plain = http.createServer((_req, res) => res.end('plain'));
-  await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
-  const plainPort = (plain.address() as net.AddressInfo).port;
-  const yaml = withAlpnFilter(bootstrap(ROUTES, cluster('u', up.port, tlsCluster(crt, 'use_downstream_protocol_config: {}', 'alpn_protocols: [istio-peer-exchange, istio]')) + cluster('p', plainPort)));
-  const keel = await startKeel(yaml);
+  const yaml = bootstrap(ROUTES, cluster('u', up.port, MESH_CLUSTER_TLS(crt)) + cluster('p', plainPort));
+  const keel = await startKeel(alpnFilter ? withAlpnFilter(yaml) : yaml);
   const client = http2.connect(`http://127.0.0.1:${keel.port}`);
   t.teardown(async () => {
     client.close();
     await keel.stop();
     await up.close();
-    await new Promise<void>((r) => plain.close(() => r()));
   });
+  return { keel, up, client };
+}
+
+t.test('istio.alpn: the offered ALPN follows each request\'s upstream protocol', async (t) => {
+  const plain = http.createServer((_req, res) => res.end('plain'));
+  await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => plain.close(() => r())));
+  const { keel, up, client } = await setup(t, true, (plain.address() as net.AddressInfo).port);
 
   const a = await get(keel.port, '/one');
   t.equal(a.status, 200);
   t.equal(a.body, 'h1 http/1.1');
   t.same(up.offers.at(-1)?.offered, ['istio-http/1.1', 'istio', 'http/1.1'], 'HTTP/1.1 upstream: istio-http/1.1 first, not the cluster\'s list');
 
-  t.equal(await get2(client, '/two'), 'h2 istio-h2', 'HTTP/2 upstream over a connection where the server chose istio-h2');
+  t.equal(await h2Get(client, '/two'), 'h2 istio-h2', 'HTTP/2 upstream over a connection where the server chose istio-h2');
   t.same(up.offers.at(-1)?.offered, ['istio-h2', 'istio', 'h2']);
   const connections = up.offers.length;
 
   // more requests of both kinds reuse their own connections
   t.equal((await get(keel.port, '/three')).body, 'h1 http/1.1');
-  t.equal(await get2(client, '/four'), 'h2 istio-h2');
+  t.equal(await h2Get(client, '/four'), 'h2 istio-h2');
   t.equal(up.offers.length, connections, 'no new connection: each protocol kept its pool');
 
   // a plaintext cluster behind the same connection manager is untouched
@@ -150,19 +130,10 @@ t.test('istio.alpn: the offered ALPN follows each request\'s upstream protocol',
 });
 
 t.test('without istio.alpn the cluster\'s alpn_protocols are offered; HTTP/2 clusters offer h2', async (t) => {
-  const { crt, key } = await selfSignedCert();
-  const up = await recordingUpstream(crt, key);
-  const yaml = bootstrap(ROUTES, cluster('u', up.port, tlsCluster(crt, 'use_downstream_protocol_config: {}', 'alpn_protocols: [istio-peer-exchange, istio]')) + cluster('p', 1));
-  const keel = await startKeel(yaml);
-  const client = http2.connect(`http://127.0.0.1:${keel.port}`);
-  t.teardown(async () => {
-    client.close();
-    await keel.stop();
-    await up.close();
-  });
+  const { keel, up, client } = await setup(t, false);
   t.equal((await get(keel.port, '/one')).body, 'h1 istio');
   t.same(up.offers.at(-1)?.offered, ['istio-peer-exchange', 'istio']);
-  t.equal(await get2(client, '/two'), 'h2 h2');
+  t.equal(await h2Get(client, '/two'), 'h2 h2');
   t.same(up.offers.at(-1)?.offered, ['h2']);
 });
 
