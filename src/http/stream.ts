@@ -14,6 +14,7 @@ import { finalizeRequestHeaders, finalizeResponseHeaders, routeReply, sslRedirec
 import type { FormatContext } from '../common/header-format';
 import type { ForwardAction, RequestMirrorPolicyConfig } from '../config/types';
 import { ShadowRequest, startShadows } from '../router/mirror';
+import { normalizeRequestPath } from './path';
 import { ClusterPick, CompiledRoute, isGrpcContentType, RouteInput, stripHostPort } from '../router/route-table';
 import { compiledRetryPolicy, ResetKind, RetryState, RetryStatus } from '../router/retry';
 import type { AttemptOutcome, Cluster } from '../upstream/cluster';
@@ -313,6 +314,18 @@ export class ActiveStream implements PoolCallbacks, RouteInput, FormatContext, F
       return;
     }
     this.sanitize(headers, cfg.useRemoteAddress);
+    if ((cfg.normalizePath || cfg.mergeSlashes) && this.method !== 'CONNECT') {
+      // before routing and filters: route matches, RBAC and the upstream see one spelling of the path
+      const p = normalizeRequestPath(this.path, cfg.normalizePath, cfg.mergeSlashes);
+      if (p === undefined) {
+        this.sendLocalReply(400, '', 'path_normalization_failed', '');
+        return;
+      }
+      if (p !== this.path) {
+        headers.set(':path', p);
+        this.path = p;
+      }
+    }
     if (cfg.stripAnyHostPort || cfg.stripMatchingHostPort) this.stripHostPort(headers);
     if (expectContinue) this.downstream.writeInterim(100, new HeaderMap());
 
