@@ -257,8 +257,8 @@ export const IGNORED_FIELDS: IgnoredFields = {
     alt_stat_name: STATS,
     track_cluster_stats: STATS,
     upstream_connection_options: 'TCP keepalive options are not applied',
-    close_connections_on_host_health_failure: null,
-    ignore_health_on_host_removal: null,
+    close_connections_on_host_health_failure: 'connections to a host that fails health checks are not closed',
+    ignore_health_on_host_removal: 'a host removed from service discovery is dropped at once',
     cleanup_interval: null,
     dns_failure_refresh_rate: TUNING,
     dns_resolvers: 'keel uses the system DNS resolver',
@@ -280,12 +280,12 @@ export const IGNORED_FIELDS: IgnoredFields = {
   },
   HttpHealthCheck: { response_buffer_size: TUNING },
   LocalityLbEndpoints: { proximity: null, metadata: null },
-  Endpoint: { health_check_config: null },
+  Endpoint: { health_check_config: 'health checks go to the endpoint address and port' },
   CircuitBreakers: { per_host_thresholds: 'per-host circuit breakers are not enforced' },
   Thresholds: { max_connection_pools: 'max_connection_pools is not enforced' },
   OutlierDetection: {
     max_ejection_time_jitter: TUNING,
-    successful_active_health_check_uneject_host: null,
+    successful_active_health_check_uneject_host: 'a passing active health check does not uneject a host',
     enforcing_local_origin_success_rate: 'success-rate ejection of local-origin failures is not implemented',
     enforcing_failure_percentage_local_origin: 'failure-percentage ejection of local-origin failures is not implemented',
   },
@@ -293,7 +293,7 @@ export const IGNORED_FIELDS: IgnoredFields = {
     zone_aware_lb_config: 'zone-aware routing is not implemented',
     update_merge_window: TUNING,
     ignore_new_hosts_until_first_hc: null,
-    close_connections_on_host_set_change: null,
+    close_connections_on_host_set_change: 'connections are not closed when the host set changes',
     consistent_hashing_lb_config: 'consistent hashing options use their defaults',
   },
   Metadata: { typed_filter_metadata: 'typed metadata is not read' },
@@ -1492,6 +1492,23 @@ interface CommonHttpOptions {
   readonly maxRequestsPerConnection: number;
 }
 
+/** Decodes `field` with `decode`, warning `why` when it is set (the value is kept for config dumps). */
+function ignoredWith<T>(r: Reader, field: string, why: string, decode: () => T): T {
+  if (r.has(field)) r.warn(`ignored: ${why}`, field);
+  return decode();
+}
+
+/** A cluster's common_http_protocol_options keel does not apply to upstream connections. */
+function warnUnappliedUpstreamOptions(r: Reader, c: CommonHttpOptions | undefined): void {
+  if (c === undefined) return;
+  const unapplied: string[] = [];
+  if (c.maxConnectionDurationMs > 0) unapplied.push('max_connection_duration');
+  if (c.maxStreamDurationMs > 0) unapplied.push('max_stream_duration');
+  if (c.maxHeadersCount !== 100) unapplied.push('max_headers_count');
+  if (c.headersWithUnderscoresAction !== 'ALLOW') unapplied.push('headers_with_underscores_action');
+  if (unapplied.length > 0) r.warn(`ignored on upstream connections: ${unapplied.join(', ')}`, 'common_http_protocol_options');
+}
+
 function decodeCommonHttpOptions(r: Reader): CommonHttpOptions {
   const idleTimeoutMs = r.optDuration('idle_timeout');
   return {
@@ -1587,6 +1604,10 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
   if (common && common.maxRequestsPerConnection !== 0) {
     r.warn('ignored: max_requests_per_connection is not enforced on downstream connections', 'common_http_protocol_options');
   }
+  if (common && common.maxConnectionDurationMs > 0) {
+    r.warn('ignored: max_connection_duration is not enforced on downstream connections', 'common_http_protocol_options');
+  }
+  if (r.has('delayed_close_timeout')) r.warn('ignored: keel closes a connection once its last response is written', 'delayed_close_timeout');
   const http1 = r.sub('http_protocol_options', 'Http1ProtocolOptions', decodeHttp1Options) ?? { acceptHttp10: false };
   const http2 = r.sub('http2_protocol_options', 'Http2ProtocolOptions', decodeHttp2Options) ?? DEFAULT_HTTP2;
   const stripMatching = r.bool('strip_matching_host_port', false);
@@ -1645,7 +1666,7 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
     idleTimeoutMs: common?.idleTimeoutMs ?? 3_600_000,
     maxConnectionDurationMs: common?.maxConnectionDurationMs ?? 0,
     maxStreamDurationMs: common?.maxStreamDurationMs ?? 0,
-    drainTimeoutMs: r.duration('drain_timeout', 5000),
+    drainTimeoutMs: ignoredWith(r, 'drain_timeout', 'a draining HTTP/2 connection gets one GOAWAY and closes when its streams end', () => r.duration('drain_timeout', 5000)),
     delayedCloseTimeoutMs: r.duration('delayed_close_timeout', 1000),
     upgradeConfigs,
     normalizePath: r.bool('normalize_path', runtimeBool(ctx.runtime, 'http_connection_manager.normalize_path', false)),
@@ -2577,6 +2598,7 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
   });
 
   const proto = decodeUpstreamProtocol(r, tls !== undefined);
+  warnUnappliedUpstreamOptions(r, proto.common);
   const legacyMaxRequests = r.optUint32('max_requests_per_connection');
   const circuitBreakers = decodeCircuitBreakers(r);
   const outlierDetection = r.sub('outlier_detection', 'OutlierDetection', decodeOutlierDetection);
@@ -2620,7 +2642,7 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
     transportSocketMatches,
     dnsRefreshRateMs,
     dnsLookupFamily: r.enum('dns_lookup_family', ['AUTO', 'V4_ONLY', 'V6_ONLY', 'V4_PREFERRED', 'ALL'], 'AUTO'),
-    respectDnsTtl: r.bool('respect_dns_ttl', false),
+    respectDnsTtl: ignoredWith(r, 'respect_dns_ttl', 'names are re-resolved every dns_refresh_rate (the system resolver gives no TTL)', () => r.bool('respect_dns_ttl', false)),
     perConnectionBufferLimitBytes: r.uint32('per_connection_buffer_limit_bytes', MIB),
     ...(upstreamBindSource !== undefined ? { upstreamBindSource } : {}),
     metadata: decodeMetadata(r),

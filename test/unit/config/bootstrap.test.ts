@@ -603,6 +603,10 @@ t.test('a realistic bootstrap decodes with the expected values and defaults', as
       `warning ${w}`,
     );
   }
+  // decoded but not applied: each says so (found by an audit for silently ignored config)
+  for (const w of ['.drain_timeout: ignored', '.delayed_close_timeout: ignored', '.respect_dns_ttl: ignored']) {
+    t.ok(warnings.some((x) => x.includes(w)), `warning ${w}`);
+  }
   t.notOk(
     warnings.some((x) => x.includes('forward_client_cert_details')),
     'forward_client_cert_details is implemented (x-forwarded-client-cert)',
@@ -1571,4 +1575,24 @@ ${extra}
   t.same(bootstrap.clusters[0].lbOptions, { choiceCount: 3, activeRequestBias: 0.5, minimumRingSize: 2048, maximumRingSize: 4096, maglevTableSize: 131 });
   t.throws(() => parseBootstrapText(yaml('    ring_hash_lb_config: { minimum_ring_size: 4096, maximum_ring_size: 1024 }'), 'lb.yaml'), /static_resources\.clusters\[0\]\.ring_hash_lb_config\.minimum_ring_size: minimum_ring_size is larger than maximum_ring_size/);
   t.throws(() => parseBootstrapText(yaml('    least_request_lb_config: { choice_count: 1 }'), 'lb.yaml'), /least_request_lb_config\.choice_count/);
+});
+
+t.test('cluster HTTP options keel does not apply upstream are named in a warning', async (t) => {
+  const { warnings } = parseBootstrapText(
+    `
+static_resources:
+  clusters:
+  - name: c
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        common_http_protocol_options: { max_connection_duration: 60s, idle_timeout: 30s }
+        explicit_http_config: { http_protocol_options: {} }
+    load_assignment: { cluster_name: c, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } } }] }] }
+`,
+    't',
+  );
+  t.ok(warnings.some((w) => w.includes('ignored on upstream connections: max_connection_duration')), warnings.join('\n'));
+  t.notOk(warnings.some((w) => w.includes('idle_timeout')), 'idle_timeout is applied');
 });
