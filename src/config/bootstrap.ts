@@ -2642,7 +2642,7 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
     transportSocketMatches,
     dnsRefreshRateMs,
     dnsLookupFamily: r.enum('dns_lookup_family', ['AUTO', 'V4_ONLY', 'V6_ONLY', 'V4_PREFERRED', 'ALL'], 'AUTO'),
-    respectDnsTtl: ignoredWith(r, 'respect_dns_ttl', 'names are re-resolved every dns_refresh_rate (the system resolver gives no TTL)', () => r.bool('respect_dns_ttl', false)),
+    respectDnsTtl: r.bool('respect_dns_ttl', false),
     perConnectionBufferLimitBytes: r.uint32('per_connection_buffer_limit_bytes', MIB),
     ...(upstreamBindSource !== undefined ? { upstreamBindSource } : {}),
     metadata: decodeMetadata(r),

@@ -423,6 +423,7 @@ export class Cluster {
     const order: dns.LookupAllOptions['order'] = cfg.dnsLookupFamily === 'V4_PREFERRED' ? 'ipv4first' : 'verbatim';
     const next: Host[] = [];
     const prio: number[] = [];
+    let minTtl = Number.POSITIVE_INFINITY;
     const eps = endpointsOf(cfg);
     const targets = cfg.type === 'LOGICAL_DNS' ? eps.slice(0, 1) : eps;
     for (const { endpoint: e, priority } of targets) {
@@ -433,7 +434,16 @@ export class Cluster {
         continue;
       }
       try {
-        const addrs = await dns.promises.lookup(name, { all: true, family, order });
+        let addrs: dns.LookupAddress[] | undefined;
+        if (cfg.respectDnsTtl) {
+          const r = await resolveWithTtl(name, cfg.dnsLookupFamily);
+          if (r !== undefined) {
+            addrs = r.addrs;
+            minTtl = Math.min(minTtl, r.ttl);
+          }
+        }
+        // the system resolver: /etc/hosts too, but no TTL
+        addrs ??= await dns.promises.lookup(name, { all: true, family, order });
         const list = cfg.type === 'LOGICAL_DNS' || cfg.dnsLookupFamily === 'AUTO' ? pickFamily(addrs) : addrs;
         for (const a of cfg.type === 'LOGICAL_DNS' ? list.slice(0, 1) : list) {
           next.push(this.reuse(a.address, e.address.port, name, e));
@@ -451,7 +461,8 @@ export class Cluster {
     }
     if (this.destroyed) return;
     this.setHosts(next, prio);
-    const rate = cfg.dnsRefreshRateMs > 0 ? cfg.dnsRefreshRateMs : 5000;
+    // respect_dns_ttl: the next resolution when the shortest TTL runs out (a zero TTL: the refresh rate)
+    const rate = minTtl > 0 && minTtl !== Number.POSITIVE_INFINITY ? minTtl * 1000 : cfg.dnsRefreshRateMs > 0 ? cfg.dnsRefreshRateMs : 5000;
     this.dnsTimer = setTimeout(() => void this.resolve(), rate);
     this.dnsTimer.unref();
   }
@@ -489,6 +500,45 @@ export class Cluster {
     for (const e of this.originalDstHosts.values()) e.host.destroy();
     this.originalDstHosts.clear();
   }
+}
+
+/**
+ * respect_dns_ttl: the name's addresses from DNS with the shortest TTL among them (seconds), in
+ * the cluster's dns_lookup_family; undefined when DNS has no answer (a name only in /etc/hosts,
+ * say), and the system resolver is asked instead.
+ */
+async function resolveWithTtl(name: string, lookupFamily: ClusterConfig['dnsLookupFamily']): Promise<{ addrs: dns.LookupAddress[]; ttl: number } | undefined> {
+  const query = async (family: 4 | 6): Promise<{ address: string; family: number; ttl: number }[]> => {
+    try {
+      const rs = family === 4 ? await dns.promises.resolve4(name, { ttl: true }) : await dns.promises.resolve6(name, { ttl: true });
+      return rs.map((r) => ({ address: r.address, family, ttl: r.ttl }));
+    } catch {
+      return [];
+    }
+  };
+  let recs: { address: string; family: number; ttl: number }[];
+  switch (lookupFamily) {
+    case 'V4_ONLY':
+      recs = await query(4);
+      break;
+    case 'V6_ONLY':
+      recs = await query(6);
+      break;
+    case 'V4_PREFERRED':
+      recs = await query(4);
+      if (recs.length === 0) recs = await query(6);
+      break;
+    case 'ALL':
+      recs = [...(await query(4)), ...(await query(6))];
+      break;
+    default: // AUTO: IPv6 if any, else IPv4
+      recs = await query(6);
+      if (recs.length === 0) recs = await query(4);
+  }
+  if (recs.length === 0) return undefined;
+  let ttl = recs[0].ttl;
+  for (const r of recs) if (r.ttl < ttl) ttl = r.ttl;
+  return { addrs: recs.map((r) => ({ address: r.address, family: r.family })), ttl };
 }
 
 function pickFamily(addrs: dns.LookupAddress[]): dns.LookupAddress[] {

@@ -604,7 +604,7 @@ t.test('a realistic bootstrap decodes with the expected values and defaults', as
     );
   }
   // decoded but not applied: each says so (found by an audit for silently ignored config)
-  for (const w of ['.drain_timeout: ignored', '.delayed_close_timeout: ignored', '.respect_dns_ttl: ignored']) {
+  for (const w of ['.drain_timeout: ignored', '.delayed_close_timeout: ignored']) {
     t.ok(warnings.some((x) => x.includes(w)), `warning ${w}`);
   }
   t.notOk(
