@@ -1502,7 +1502,6 @@ function ignoredWith<T>(r: Reader, field: string, why: string, decode: () => T):
 function warnUnappliedUpstreamOptions(r: Reader, c: CommonHttpOptions | undefined): void {
   if (c === undefined) return;
   const unapplied: string[] = [];
-  if (c.maxConnectionDurationMs > 0) unapplied.push('max_connection_duration');
   if (c.maxStreamDurationMs > 0) unapplied.push('max_stream_duration');
   if (c.maxHeadersCount !== 100) unapplied.push('max_headers_count');
   if (c.headersWithUnderscoresAction !== 'ALLOW') unapplied.push('headers_with_underscores_action');
@@ -2635,6 +2634,7 @@ function decodeCluster(ctx: Ctx, r: Reader): ClusterConfig | undefined {
     http2: proto.http2,
     idleTimeoutMs: proto.common?.idleTimeoutMs ?? 3_600_000,
     maxRequestsPerConnection: proto.common?.maxRequestsPerConnection || legacyMaxRequests || 0,
+    maxConnectionDurationMs: proto.common?.maxConnectionDurationMs ?? 0,
     circuitBreakers,
     ...(outlierDetection !== undefined ? { outlierDetection } : {}),
     healthyPanicThreshold,

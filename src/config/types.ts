@@ -669,6 +669,8 @@ export interface ClusterConfig {
   /** Upstream idle timeout (common_http_protocol_options.idle_timeout), Envoy default 1 h. */
   readonly idleTimeoutMs: number;
   readonly maxRequestsPerConnection: number; // 0 = unlimited
+  /** common_http_protocol_options.max_connection_duration: an upstream connection is retired (drained, then closed) this long after it was made; 0 = never */
+  readonly maxConnectionDurationMs: number;
   readonly circuitBreakers: readonly CircuitBreakerThresholds[];
   readonly outlierDetection?: OutlierDetectionConfig;
   readonly healthyPanicThreshold: number; // percent, Envoy default 50

@@ -36,6 +36,9 @@ export class H1Connection implements UpstreamStream, H1Handler {
   private gotResponseHead = false;
   private upgradeRequested = false;
   private connectTimer: NodeJS.Timeout | undefined;
+  /** the cluster's max_connection_duration: when it fires the connection takes no more requests */
+  private durationTimer: NodeJS.Timeout | undefined;
+  private expired = false;
   /** coarse time this connection became idle (for the pool's idle sweep) */
   idleSince = 0;
   requestsServed = 0;
@@ -61,7 +64,18 @@ export class H1Connection implements UpstreamStream, H1Handler {
     s.on('drain', this.onDrain);
     s.on('end', this.onEnd);
     if (c.connectTimeoutMs > 0) this.connectTimer = setTimeout(this.onConnectTimeout, c.connectTimeoutMs);
+    if (c.maxConnectionDurationMs > 0) {
+      this.durationTimer = setTimeout(this.onMaxDuration, c.maxConnectionDurationMs);
+      this.durationTimer.unref();
+    }
   }
+
+  /** max_connection_duration reached: an idle connection closes now, a busy one after its response. */
+  private readonly onMaxDuration = (): void => {
+    this.durationTimer = undefined;
+    this.expired = true;
+    if (this.state === ConnState.Idle) this.close();
+  };
 
   get busy(): boolean {
     return this.state === ConnState.Busy;
@@ -140,6 +154,8 @@ export class H1Connection implements UpstreamStream, H1Handler {
     this.cb = undefined;
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
+    if (this.durationTimer) clearTimeout(this.durationTimer);
+    this.durationTimer = undefined;
     this.socket.destroy();
     this.pool.onConnectionClosed(this);
   }
@@ -305,7 +321,7 @@ export class H1Connection implements UpstreamStream, H1Handler {
   private finishExchange(): void {
     if (this.state !== ConnState.Busy) return;
     const max = this.host.cluster.config.maxRequestsPerConnection;
-    const reusable = this.responseKeepAlive && this.requestKeepAlive && (max === 0 || this.requestsServed < max) && !this.parser.untilClose;
+    const reusable = this.responseKeepAlive && this.requestKeepAlive && (max === 0 || this.requestsServed < max) && !this.parser.untilClose && !this.expired;
     this.parser.resume();
     if (!reusable) {
       // Let the stream finish first; the close happens after the current call stack.

@@ -66,6 +66,7 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
   private nextStreamId = 1;
   private connectTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
+  private durationTimer: NodeJS.Timeout | undefined;
   private failed = false;
   /** the server went away (GOAWAY or close): streams that end now end with connection termination */
   closedByPeer = false;
@@ -92,6 +93,12 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
     this.writeRaw(settings.preface);
     const ms = host.cluster.config.connectTimeoutMs;
     if (ms > 0) this.connectTimer = setTimeout(this.onConnectTimeout, ms);
+    const max = host.cluster.config.maxConnectionDurationMs;
+    if (max > 0) {
+      // max_connection_duration: then no new streams, and the connection closes once its streams end
+      this.durationTimer = setTimeout(() => this.drain(), max);
+      this.durationTimer.unref();
+    }
   }
 
   /** Free for another stream now. */
@@ -173,6 +180,7 @@ export class H2ClientConnection extends H2Session<H2ClientStream> {
     this.closedByPeer = true;
     if (this.connectTimer) clearTimeout(this.connectTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
+    if (this.durationTimer) clearTimeout(this.durationTimer);
     if (!this.ready && !this.failed) {
       this.failed = true;
       this.events.onConnectFailure(this, 'KEEL_UPSTREAM_CONNECT_FAILURE', 'connection closed');

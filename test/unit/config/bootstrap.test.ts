@@ -1587,12 +1587,12 @@ static_resources:
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        common_http_protocol_options: { max_connection_duration: 60s, idle_timeout: 30s }
+        common_http_protocol_options: { max_connection_duration: 60s, max_stream_duration: 5s, idle_timeout: 30s }
         explicit_http_config: { http_protocol_options: {} }
     load_assignment: { cluster_name: c, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } } }] }] }
 `,
     't',
   );
-  t.ok(warnings.some((w) => w.includes('ignored on upstream connections: max_connection_duration')), warnings.join('\n'));
-  t.notOk(warnings.some((w) => w.includes('idle_timeout')), 'idle_timeout is applied');
+  t.ok(warnings.some((w) => w.includes('ignored on upstream connections: max_stream_duration')), warnings.join('\n'));
+  t.notOk(warnings.some((w) => w.includes('idle_timeout') || w.includes('max_connection_duration')), 'idle_timeout and max_connection_duration are applied');
 });

@@ -40,6 +40,7 @@ export function clusterConfig(lbPolicy: LbPolicy, eps: readonly Ep[], over: Part
     http2: {} as ClusterConfig['http2'],
     idleTimeoutMs: 3_600_000,
     maxRequestsPerConnection: 0,
+    maxConnectionDurationMs: 0,
     circuitBreakers: [],
     healthyPanicThreshold: 50,
     transportSocketMatches: [],
