@@ -232,3 +232,17 @@ export function h2Get(client: http2.ClientHttp2Session, path: string): Promise<s
     req.end();
   });
 }
+
+/** GET http://127.0.0.1:`port``path` on a fresh connection; resolves with the body (latin1). */
+export function getText(port: number, path = '/'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        let b = '';
+        res.setEncoding('latin1');
+        res.on('data', (c: string) => (b += c));
+        res.on('end', () => resolve(b));
+      })
+      .on('error', reject);
+  });
+}

@@ -7,7 +7,7 @@ import * as dgram from 'node:dgram';
 import * as dns from 'node:dns';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { bootstrap, cluster, startKeel } from '../helpers/keel';
+import { bootstrap, cluster, getText, startKeel } from '../helpers/keel';
 import { waitUntil } from '../helpers/wait';
 
 interface FakeDns {
@@ -61,19 +61,6 @@ async function upstream(host: string, port: number, name: string): Promise<http.
   return s;
 }
 
-function get(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
-        let b = '';
-        res.setEncoding('latin1');
-        res.on('data', (c: string) => (b += c));
-        res.on('end', () => resolve(b));
-      })
-      .on('error', reject);
-  });
-}
-
 t.test('respect_dns_ttl: a new address is used once the TTL runs out, long before dns_refresh_rate', async (t) => {
   const two = await upstream('127.0.0.2', 0, 'two');
   const port = (two.address() as net.AddressInfo).port;
@@ -93,10 +80,10 @@ t.test('respect_dns_ttl: a new address is used once the TTL runs out, long befor
     await new Promise<void>((r) => one.close(() => r()));
     await new Promise<void>((r) => two.close(() => r()));
   });
-  await waitUntil(async () => (await get(keel.port)) === 'one', 'the first resolution (127.0.0.1) serves');
+  await waitUntil(async () => (await getText(keel.port)) === 'one', 'the first resolution (127.0.0.1) serves');
   const before = fake.queries;
   fake.answer = { address: '127.0.0.2', ttl: 1 };
-  await waitUntil(async () => (await get(keel.port)) === 'two', 'the name re-resolved within the TTL, not dns_refresh_rate (60 s)', 8000);
+  await waitUntil(async () => (await getText(keel.port)) === 'two', 'the name re-resolved within the TTL, not dns_refresh_rate (60 s)', 8000);
   t.ok(fake.queries > before, 'keel asked DNS again');
-  t.equal(await get(keel.port), 'two');
+  t.equal(await getText(keel.port), 'two');
 });

@@ -6,25 +6,12 @@ import t from 'tap';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import { bootstrap, cluster, h2Get, httpProtocolOptions, startKeel } from '../helpers/keel';
+import { bootstrap, cluster, getText, h2Get, httpProtocolOptions, startKeel } from '../helpers/keel';
 import { waitUntil } from '../helpers/wait';
 
 const ROUTES = `            - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: u } }] }`;
 const duration = (protocol: string): string =>
   httpProtocolOptions(`${protocol}\n        common_http_protocol_options: { max_connection_duration: 1s, idle_timeout: 3600s }`);
-
-function get(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
-        let b = '';
-        res.setEncoding('latin1');
-        res.on('data', (c: string) => (b += c));
-        res.on('end', () => resolve(b));
-      })
-      .on('error', reject);
-  });
-}
 
 t.test('HTTP/1.1: a connection past max_connection_duration is replaced', async (t) => {
   const closed = new Set<string>();
@@ -39,9 +26,9 @@ t.test('HTTP/1.1: a connection past max_connection_duration is replaced', async 
     await keel.stop();
     await new Promise<void>((r) => up.close(() => r()));
   });
-  const first = await get(keel.port);
-  t.equal(await get(keel.port), first, 'reused while young');
-  await waitUntil(async () => (await get(keel.port)) !== first, 'a request on a new connection once the first is 1 s old');
+  const first = await getText(keel.port);
+  t.equal(await getText(keel.port), first, 'reused while young');
+  await waitUntil(async () => (await getText(keel.port)) !== first, 'a request on a new connection once the first is 1 s old');
   await waitUntil(() => closed.has(first), 'the old connection closed');
   t.pass('replaced');
 });
