@@ -1492,12 +1492,6 @@ interface CommonHttpOptions {
   readonly maxRequestsPerConnection: number;
 }
 
-/** Decodes `field` with `decode`, warning `why` when it is set (the value is kept for config dumps). */
-function ignoredWith<T>(r: Reader, field: string, why: string, decode: () => T): T {
-  if (r.has(field)) r.warn(`ignored: ${why}`, field);
-  return decode();
-}
-
 /** A cluster's common_http_protocol_options keel does not apply to upstream connections. */
 function warnUnappliedUpstreamOptions(r: Reader, c: CommonHttpOptions | undefined): void {
   if (c === undefined) return;
@@ -1607,6 +1601,7 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
     r.warn('ignored: max_connection_duration is not enforced on downstream connections', 'common_http_protocol_options');
   }
   if (r.has('delayed_close_timeout')) r.warn('ignored: keel closes a connection once its last response is written', 'delayed_close_timeout');
+  if (r.has('drain_timeout')) r.warn('ignored: a draining HTTP/2 connection gets one GOAWAY and closes when its streams end', 'drain_timeout');
   const http1 = r.sub('http_protocol_options', 'Http1ProtocolOptions', decodeHttp1Options) ?? { acceptHttp10: false };
   const http2 = r.sub('http2_protocol_options', 'Http2ProtocolOptions', decodeHttp2Options) ?? DEFAULT_HTTP2;
   const stripMatching = r.bool('strip_matching_host_port', false);
@@ -1665,7 +1660,7 @@ function decodeHcm(ctx: Ctx, r: Reader): HttpConnectionManagerConfig | undefined
     idleTimeoutMs: common?.idleTimeoutMs ?? 3_600_000,
     maxConnectionDurationMs: common?.maxConnectionDurationMs ?? 0,
     maxStreamDurationMs: common?.maxStreamDurationMs ?? 0,
-    drainTimeoutMs: ignoredWith(r, 'drain_timeout', 'a draining HTTP/2 connection gets one GOAWAY and closes when its streams end', () => r.duration('drain_timeout', 5000)),
+    drainTimeoutMs: r.duration('drain_timeout', 5000),
     delayedCloseTimeoutMs: r.duration('delayed_close_timeout', 1000),
     upgradeConfigs,
     normalizePath: r.bool('normalize_path', runtimeBool(ctx.runtime, 'http_connection_manager.normalize_path', false)),
